@@ -1,0 +1,76 @@
+"""The core's exceptions: one hierarchy, raised for misuse of the emulator, never for an
+architectural outcome.
+
+Architectural outcomes (VMfailInvalid, VMfailValid(n), #UD/#GP faults, failed VM entries) are
+values (``vmxsim_server.vmx.vcpu.Outcome``), exactly as the SDM defines them. These exceptions
+are for input the emulator cannot even interpret, and the service maps each to one gRPC status:
+
+    VmxsimError          base class
+    ├── InvalidArgument  malformed input: unknown field name, value wider than 64 bits,
+    │   │                unknown exit reason, bad trace record         -> INVALID_ARGUMENT
+    │   ├── UnknownField
+    │   ├── UnknownReason
+    │   └── ProfileError a profile, mix or parameter file that does not validate; names
+    │                    the file, the key and the problem              -> INVALID_ARGUMENT
+    ├── NotFound         unknown VM, vCPU or profile name               -> NOT_FOUND
+    ├── StateError       wrong state for the call, e.g. a cached write
+    │                    after the flush                                -> FAILED_PRECONDITION
+    ├── LimitExceeded    a configured limit would be exceeded           -> RESOURCE_EXHAUSTED
+    └── SnapshotError    a snapshot of another version, or corrupted    -> INVALID_ARGUMENT
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidArgument",
+    "LimitExceeded",
+    "NotFound",
+    "ProfileError",
+    "SnapshotError",
+    "StateError",
+    "UnknownField",
+    "UnknownReason",
+    "VmxsimError",
+]
+
+
+class VmxsimError(Exception):
+    """Base class of every error the core raises."""
+
+
+class InvalidArgument(VmxsimError):
+    """Input that is malformed whatever the state."""
+
+
+class UnknownField(InvalidArgument):
+    """A VMCS field name or encoding that is not in the field table."""
+
+
+class UnknownReason(InvalidArgument):
+    """An exit reason that is not in the exit-reason table."""
+
+
+class ProfileError(InvalidArgument):
+    """A hypervisor profile, mix or latency file that does not validate."""
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+
+class NotFound(VmxsimError):
+    """An object addressed by id or name that does not exist."""
+
+
+class StateError(VmxsimError):
+    """The call is not valid in the object's current state."""
+
+
+class LimitExceeded(VmxsimError):
+    """A configured limit would be exceeded."""
+
+
+class SnapshotError(VmxsimError):
+    """A snapshot that cannot be restored: wrong version, wrong format or corrupted."""
