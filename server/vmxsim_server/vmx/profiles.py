@@ -1,0 +1,275 @@
+"""Hypervisor profiles: data files saying which VMCS fields a hypervisor reads and writes per exit.
+
+A profile (TOML, schema 1; shipped ones live in ``profiles/``, each citing the commits, files and
+functions it was read from) holds:
+- ``run.reload_vmcs``: VMXON+VMPTRLD before every entry and VMCLEAR+VMXOFF right after every exit
+  (HAXM's ``load_vmcs``/``put_vmcs`` in ``cpu_vmx_execute``);
+- ``run.handler_vmcs_loaded``: when false, each VMREAD/VMWRITE a handler actually executes is
+  wrapped in its own VMXON+VMPTRLD ... VMCLEAR+VMXOFF (HAXM's ``vmread``/``vmwrite`` helpers);
+- ``cache``: the cache policy (``read``, ``write``, ``write_if_changed`` field lists);
+- ``after_exit``, ``before_entry``, ``after_user_exit``: reads then writes on every exit, before
+  every entry, and before the first entry after a handler returned to user space;
+- ``handlers.<REASON>`` (and ``handlers.default``): the handler's reads, writes and ``user_exit``.
+A list may name a field several times: without a cache each occurrence is one instruction.
+
+``load_profile`` accepts a bundled name or a path and reports every problem as a ``ProfileError``
+naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .cache import CachePolicy
+from .exceptions import InvalidArgument, ProfileError, UnknownField
+from .exit_reasons import lookup_reason
+from .fields import BY_NAME, Field, Kind
+
+__all__ = [
+    "Handler",
+    "Profile",
+    "Section",
+    "Source",
+    "available_profiles",
+    "load_profile",
+    "parse_profile",
+]
+
+_TOP_KEYS = {
+    "schema", "name", "title", "description", "sources", "run", "cache",
+    "after_exit", "before_entry", "after_user_exit", "handlers",
+}  # fmt: skip
+_SOURCE_KEYS = {"repo", "commit", "path", "functions", "note"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a profile's facts were read: repository, commit, file and functions."""
+
+    repo: str
+    commit: str
+    path: str
+    functions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """Reads then writes, as fields (a field may repeat)."""
+
+    reads: tuple[Field, ...] = ()
+    writes: tuple[Field, ...] = ()
+
+
+@dataclass(frozen=True)
+class Handler(Section):
+    """A per-reason handler; ``user_exit`` when it returns to user space before re-entry."""
+
+    user_exit: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A hypervisor's VMCS access model."""
+
+    name: str
+    title: str
+    description: str
+    sources: tuple[Source, ...]
+    reload_vmcs: bool
+    handler_vmcs_loaded: bool
+    policy: CachePolicy
+    after_exit: Section
+    before_entry: Section
+    after_user_exit: Section
+    handlers: dict[int, Handler]
+    default: Handler
+    path: str
+
+    def handler(self, reason: int) -> Handler:
+        """The handler for a basic exit reason (``default`` when it has none of its own)."""
+        return self.handlers.get(reason, self.default)
+
+
+class _Reader:
+    """Typed access to a parsed TOML document that reports problems with file and key."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> ProfileError:
+        return ProfileError(self.path, key, problem)
+
+    def table(self, data: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        value = data.get(key.rsplit(".", 1)[-1], {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a table")
+        unknown = set(value) - allowed
+        if unknown:
+            raise self.fail(key, f"unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+        return value
+
+    def string(self, data: dict[str, Any], key: str, required: bool = True) -> str:
+        value = data.get(key.rsplit(".", 1)[-1], "" if not required else None)
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def boolean(self, data: dict[str, Any], key: str, default: bool) -> bool:
+        value = data.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+    def fields(self, data: dict[str, Any], key: str, writes: bool = False) -> tuple[Field, ...]:
+        value = data.get(key.rsplit(".", 1)[-1], [])
+        if not isinstance(value, list):
+            raise self.fail(key, "must be a list of VMCS field names")
+        found = []
+        for i, name in enumerate(value):
+            field = BY_NAME.get(name) if isinstance(name, str) else None
+            if field is None:
+                raise self.fail(f"{key}[{i}]", f"unknown VMCS field {name!r}")
+            if writes and field.kind is Kind.READ_ONLY:
+                raise self.fail(f"{key}[{i}]", f"{name} is read-only data and cannot be written")
+            found.append(field)
+        return tuple(found)
+
+    def section(self, data: dict[str, Any], key: str) -> Section:
+        table = self.table(data, key, {"read", "write"})
+        return Section(self.fields(table, f"{key}.read"), self.fields(table, f"{key}.write", True))
+
+    def handler(self, data: dict[str, Any], key: str) -> Handler:
+        table = self.table(data, key, {"read", "write", "user_exit"})
+        return Handler(
+            self.fields(table, f"{key}.read"),
+            self.fields(table, f"{key}.write", True),
+            self.boolean(table, f"{key}.user_exit", False),
+        )
+
+
+def parse_profile(text: str, path: str) -> Profile:
+    """Validate a profile document and compile it."""
+    r = _Reader(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise r.fail("-", f"not valid TOML: {exc}") from None
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise r.fail("-", f"unknown top-level keys {sorted(unknown)}")
+    if data.get("schema") != 1:
+        raise r.fail("schema", "must be 1")
+    name = r.string(data, "name")
+    stem = Path(path).stem
+    if path.endswith(".toml") and stem != name:
+        raise r.fail("name", f"{name!r} does not match the file name {stem!r}")
+    sources = data.get("sources", [])
+    if not isinstance(sources, list):
+        raise r.fail("sources", "must be an array of tables ([[sources]])")
+    parsed_sources = []
+    for i, raw in enumerate(sources):
+        key = f"sources[{i}]"
+        if not isinstance(raw, dict):
+            raise r.fail(key, "must be a table")
+        unknown = set(raw) - _SOURCE_KEYS
+        if unknown:
+            raise r.fail(key, f"unknown keys {sorted(unknown)}")
+        functions = raw.get("functions", [])
+        if not isinstance(functions, list) or not all(isinstance(f, str) for f in functions):
+            raise r.fail(f"{key}.functions", "must be a list of strings")
+        parsed_sources.append(
+            Source(
+                r.string(raw, f"{key}.repo"),
+                r.string(raw, f"{key}.commit"),
+                r.string(raw, f"{key}.path"),
+                tuple(functions),
+            )
+        )
+    run = r.table(data, "run", {"reload_vmcs", "handler_vmcs_loaded"})
+    cache = r.table(data, "cache", {"read", "write", "write_if_changed"})
+    try:
+        policy = CachePolicy(
+            frozenset(f.name for f in r.fields(cache, "cache.read")),
+            frozenset(f.name for f in r.fields(cache, "cache.write", True)),
+            frozenset(f.name for f in r.fields(cache, "cache.write_if_changed", True)),
+        )
+    except UnknownField as exc:  # pragma: no cover - fields() already checked the names
+        raise r.fail("cache", str(exc)) from None
+    if policy.write_mask & policy.changed_mask:
+        raise r.fail("cache", "a field cannot be both write-back and write_if_changed")
+    handlers_raw = data.get("handlers", {})
+    if not isinstance(handlers_raw, dict):
+        raise r.fail("handlers", "must be a table of handler tables")
+    handlers: dict[int, Handler] = {}
+    default = Handler()
+    for reason_name in handlers_raw:
+        key = f"handlers.{reason_name}"
+        handler = r.handler(handlers_raw, key)
+        if reason_name == "default":
+            default = handler
+            continue
+        reason = lookup_reason(reason_name)
+        if reason is None:
+            raise r.fail(key, f"unknown exit reason {reason_name!r}")
+        if reason.number in handlers:
+            raise r.fail(key, f"a second handler for {reason.name}")
+        handlers[reason.number] = handler
+    return Profile(
+        name=name,
+        title=r.string(data, "title", required=False) or name,
+        description=r.string(data, "description", required=False),
+        sources=tuple(parsed_sources),
+        reload_vmcs=r.boolean(run, "run.reload_vmcs", False),
+        handler_vmcs_loaded=r.boolean(run, "run.handler_vmcs_loaded", True),
+        policy=policy,
+        after_exit=r.section(data, "after_exit"),
+        before_entry=r.section(data, "before_entry"),
+        after_user_exit=r.section(data, "after_user_exit"),
+        handlers=handlers,
+        default=default,
+        path=path,
+    )
+
+
+def _bundled() -> dict[str, Any]:
+    folder = resources.files(__package__).joinpath("profiles")
+    return {
+        entry.name.removesuffix(".toml"): entry
+        for entry in folder.iterdir()
+        if entry.name.endswith(".toml")
+    }
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with vmxsim."""
+    return sorted(_bundled())
+
+
+_LOADED: dict[str, Profile] = {}
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A bundled profile by name, or a profile file by path (anything with '/' or '.toml')."""
+    if "/" in name_or_path or name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ProfileError(str(path), "-", f"cannot read: {exc.strerror}") from None
+        return parse_profile(text, str(path))
+    cached = _LOADED.get(name_or_path)
+    if cached is not None:
+        return cached
+    bundled = _bundled()
+    entry = bundled.get(name_or_path)
+    if entry is None:
+        known = ", ".join(sorted(bundled)) or "none"
+        raise InvalidArgument(
+            f"unknown profile {name_or_path!r} (known: {known}; or give a .toml path)"
+        )
+    profile = _LOADED[name_or_path] = parse_profile(entry.read_text(), f"profiles/{entry.name}")
+    return profile

@@ -1,0 +1,86 @@
+"""The run summary: ``BatchStats`` as the ``--json`` contract (DESIGN.md "Machine-readable output").
+
+```
+{"profile": "kvm", "mode": "nested", "exits": 1234, "skipped": 0,
+ "unknown_reasons": {"NAME": count},
+ "instructions": {"vmread": n, "vmwrite": n, "vmptrld": n, "vmclear": n, "vmxon": n, "vmxoff": n},
+ "per_exit": {"vmread": {"mean": x, "p50": x, "p99": x}, "vmwrite": {...}},
+ "cache": {"hits": n, "misses": n},
+ "simulated_seconds": x,
+ "by_reason": {"CPUID": {"exits": n, "vmread": n, "vmwrite": n}, ...}}
+```
+Percentiles are nearest-rank over the exact per-exit counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .engine import BatchStats
+from .exit_reasons import BY_NUMBER
+
+__all__ = ["distribution", "percentile", "reason_name", "summary"]
+
+INSTRUCTIONS = ("vmread", "vmwrite", "vmptrld", "vmclear", "vmxon", "vmxoff")
+
+
+def percentile(hist: Mapping[Any, int], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0..100) of a histogram of values; 0 when empty."""
+    total = sum(hist.values())
+    if not total:
+        return 0.0
+    rank = max(1, -(-q * total // 100))  # ceil(q/100 * total), at least 1
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return float(value)
+    return float(max(hist))
+
+
+def distribution(hist: Mapping[int, int]) -> dict[str, float]:
+    """Mean, p50 and p99 of a histogram of per-exit counts."""
+    total = sum(hist.values())
+    mean = sum(v * n for v, n in hist.items()) / total if total else 0.0
+    return {"mean": mean, "p50": percentile(hist, 50), "p99": percentile(hist, 99)}
+
+
+def reason_name(number: int) -> str:
+    """The exit-reason table's name, or ``REASON_<n>`` for an undefined number."""
+    reason = BY_NUMBER.get(number)
+    return reason.name if reason else f"REASON_{number}"
+
+
+def summary(
+    stats: BatchStats,
+    profile: str,
+    mode: str,
+    skipped: int = 0,
+    unknown_reasons: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The run summary object of the ``--json`` contract."""
+    c = stats.counters
+    return {
+        "profile": profile,
+        "mode": mode,
+        "exits": stats.exits,
+        "skipped": skipped,
+        "unknown_reasons": dict(sorted((unknown_reasons or {}).items())),
+        "instructions": {name: getattr(c, name) for name in INSTRUCTIONS},
+        "per_exit": {
+            "vmread": distribution(stats.vmread_hist),
+            "vmwrite": distribution(stats.vmwrite_hist),
+        },
+        "cache": {"hits": c.hits, "misses": c.misses},
+        "simulated_seconds": stats.simulated_seconds,
+        "by_reason": {
+            reason_name(number): {
+                "exits": t.exits,
+                "vmread": t.vmread,
+                "vmwrite": t.vmwrite,
+                "simulated_seconds": t.simulated_seconds,
+            }
+            for number, t in sorted(stats.by_reason.items(), key=lambda kv: -kv[1].exits)
+        },
+    }
