@@ -60,7 +60,16 @@ def test_haxm_cache_does_strictly_fewer_reads_and_writes_than_legacy(mix: str) -
     assert cached[0] < legacy[0] and cached[1] < legacy[1], (legacy, cached)
 
 
-@settings(max_examples=25, deadline=None)
+EXIT_INFORMATION = (
+    "VM_EXIT_REASON",
+    "EXIT_QUALIFICATION",
+    "VM_EXIT_INSTRUCTION_LEN",
+    "VM_EXIT_INTR_INFO",
+    "GUEST_PHYSICAL_ADDRESS",
+)
+
+
+@settings(max_examples=40, deadline=None)
 @given(
     profile=st.sampled_from(PROFILES),
     mode=st.sampled_from(MODES),
@@ -68,15 +77,23 @@ def test_haxm_cache_does_strictly_fewer_reads_and_writes_than_legacy(mix: str) -
         st.sampled_from([0, 1, 7, 10, 12, 28, 30, 31, 32, 44, 48, 49, 52, 56, 77]), max_size=60
     ),
     lengths=st.integers(min_value=0, max_value=15),
+    with_rips=st.booleans(),
 )
 def test_compiled_engine_agrees_with_the_field_at_a_time_reference(
-    profile, mode, reasons, lengths
+    profile, mode, reasons, lengths, with_rips
 ) -> None:
     records = [
-        ExitRecord(reason=r, rip=0x1000 + i, instruction_len=lengths, qualification=i)
+        ExitRecord(
+            reason=r,
+            rip=0x1000 + i if with_rips else 0,
+            instruction_len=lengths,
+            qualification=i,
+            intr_info=r,
+            guest_physical_address=0x5000 + i,
+        )
         for i, r in enumerate(reasons)
     ]
-    _, stats = run(profile, records, mode, per_exit=True)
+    engine, stats = run(profile, records, mode, per_exit=True)
     ref = run_reference(load_profile(profile), LatencyModel(mode), records)
     c = stats.counters
     assert (c.vmread, c.vmwrite, c.vmptrld, c.vmclear, c.vmxon, c.vmxoff, c.hits, c.misses) == (
@@ -92,6 +109,14 @@ def test_compiled_engine_agrees_with_the_field_at_a_time_reference(
     assert stats.per_exit_vmread == ref.per_exit_vmread
     assert stats.per_exit_vmwrite == ref.per_exit_vmwrite
     assert stats.per_exit_seconds == pytest.approx(ref.per_exit_seconds)
+    # both leave the same VMCS behind: exit information and the guest RIP
+    if records:
+        values = engine.vcpu.current.values
+        for name in EXIT_INFORMATION:
+            assert values[BY_NAME[name].bit] == ref.values[BY_NAME[name].bit], name
+        rip = BY_NAME["GUEST_RIP"].bit
+        start = 0 if with_rips else 0xFFF0  # the engine's own VMCS set-up starts the guest there
+        assert values[rip] - start == ref.values[rip]
 
 
 def test_same_input_gives_same_output() -> None:

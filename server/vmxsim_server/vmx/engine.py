@@ -55,9 +55,13 @@ ENGINE_VMXON_REGION = (1 << 46) - 0x2000
 ENGINE_VMCS_REGION = (1 << 46) - 0x1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class _Plan:
-    """The compiled effect of one exit of one reason in one cache state."""
+    """The compiled effect of one exit of one reason in one cache state.
+
+    ``next_row`` is the plan table of the state this exit leaves (reason -> plan), so running an
+    exit is one dictionary look-up; ``index`` numbers the plan for counting occurrences.
+    """
 
     reason: int
     vmread: int
@@ -72,6 +76,16 @@ class _Plan:
     seconds: float
     advances_rip: bool
     next_state: tuple[int, int, bool]
+    index: int
+    next_row: _Row
+
+
+@dataclass(eq=False, slots=True)
+class _Row:
+    """A cache state and the plans compiled from it so far, by exit reason."""
+
+    state: tuple[int, int, bool]
+    plans: dict[int, _Plan] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,8 +222,9 @@ class Engine:
         self.profile = profile
         self.latency = latency
         self.totals = BatchStats()
-        self._state: tuple[int, int, bool] = (0, 0, False)
-        self._plans: dict[tuple[int, tuple[int, int, bool]], _Plan] = {}
+        self._rows: dict[tuple[int, int, bool], _Row] = {}
+        self._plans: list[_Plan] = []
+        self._row = self._row_of((0, 0, False))
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -246,6 +261,12 @@ class Engine:
 
     # --- compilation ---------------------------------------------------------------------------
 
+    def _row_of(self, state: tuple[int, int, bool]) -> _Row:
+        row = self._rows.get(state)
+        if row is None:
+            row = self._rows[state] = _Row(state)
+        return row
+
     def _compile(self, reason: int, state: tuple[int, int, bool]) -> _Plan:
         compiler = _Compiler(self.profile, state)
         user_exit = compiler.run(self.profile.handler(reason))
@@ -254,12 +275,14 @@ class Engine:
             reason, c.vmread, c.vmwrite, c.vmptrld, c.vmclear, c.vmxon + c.vmxoff,
             compiler.shadowed,
         )  # fmt: skip
+        next_state = (compiler.valid, compiler.asserted, user_exit)
         plan = _Plan(
             reason, c.vmread, c.vmwrite, c.vmptrld, c.vmclear, c.vmxon, c.vmxoff, c.hits,
-            c.misses, compiler.shadowed, seconds, compiler.advances_rip,
-            (compiler.valid, compiler.asserted, user_exit),
+            c.misses, compiler.shadowed, seconds, compiler.advances_rip, next_state,
+            len(self._plans), self._row_of(next_state),
         )  # fmt: skip
-        self._plans[(reason, state)] = plan
+        self._plans.append(plan)
+        self._row_of(state).plans[reason] = plan
         return plan
 
     # --- running -------------------------------------------------------------------------------
@@ -283,36 +306,38 @@ class Engine:
         self.start()
         region = self.vcpu.current
         assert region is not None
-        values = region.values
-        occurrences: Counter[_Plan] = Counter()
         plans = self._plans
-        state = self._state
-        seconds_list: list[float] = []
-        reads_list: list[int] = []
-        writes_list: list[int] = []
-        write_info = _exit_information_writer(columns)
-        rip_bit = _RIP.bit
+        row = self._row
+        seen: Counter[int] = Counter()
+        trail: list[_Plan] = []  # this batch's plans in order, kept only when asked per exit
+        lengths, rips = columns[7], columns[1]
+        # GUEST_RIP is tracked exit by exit only when a simple formula cannot give its final
+        # value: no RIP column (handlers advance it from exit to exit) or RIPs of 0 (= none given)
+        track_rip = bool(lengths) and (not rips or 0 in rips)
+        rip = region.values[_RIP.bit]
+        plan: _Plan | None = None
         for i, reason in enumerate(batch.reason):
-            plan = plans.get((reason, state))
+            plan = row.plans.get(reason)
             if plan is None:
-                plan = self._compile(reason, state)
-            state = plan.next_state
-            occurrences[plan] += 1
-            write_info(values, i)
-            if plan.advances_rip:
-                values[rip_bit] = (values[rip_bit] + (columns[7][i] if columns[7] else 0)) & _U64
+                plan = self._compile(reason, row.state)
+            seen[plan.index] += 1
+            row = plan.next_row
+            if track_rip:
+                if rips and rips[i]:
+                    rip = rips[i]
+                if plan.advances_rip:
+                    rip += lengths[i]
             if per_exit:
-                reads_list.append(plan.vmread)
-                writes_list.append(plan.vmwrite)
-                seconds_list.append(plan.seconds)
-        self._state = state
-        if n:
+                trail.append(plan)
+        self._row = row
+        if plan is not None:
+            _store_last_exit(region.values, columns, plan, rip if track_rip else None)
             self.vcpu.mode = Mode.ROOT  # the last exit: its handler ran, the next batch re-enters
-        stats = _summarise(occurrences, batch.sequence)
+        stats = _summarise(plans, seen, batch.sequence)
         if per_exit:
-            stats.per_exit_vmread = reads_list
-            stats.per_exit_vmwrite = writes_list
-            stats.per_exit_seconds = seconds_list
+            stats.per_exit_vmread = [p.vmread for p in trail]
+            stats.per_exit_vmwrite = [p.vmwrite for p in trail]
+            stats.per_exit_seconds = [p.seconds for p in trail]
         self.totals.add(stats)
         return stats
 
@@ -324,34 +349,43 @@ _COLUMN_LIMITS = {
 }  # fmt: skip
 
 
-def _exit_information_writer(columns: list[list[int]]) -> Callable[[list[int], int], None]:
-    """A function that stores exit ``i``'s information into the VMCS values (only given columns).
+def _store_last_exit(
+    values: list[int], columns: list[list[int]], last: _Plan, tracked_rip: int | None
+) -> None:
+    """Leave the VMCS as the batch's exits leave it: the last exit's information, the last EPT
+    exit's guest-physical address, and GUEST_RIP as the exits wrote it and their handlers advanced
+    it by the instruction length.
 
-    The same fields as ``vcpu.write_exit_information``; EPT exits also set GUEST_PHYSICAL_ADDRESS.
+    Exit information of earlier exits is overwritten by later ones before anything outside the
+    batch can read it, so only what survives is stored (the reference interpreter stores every
+    exit's; tests check that both leave the same VMCS).
     """
-    targets = (
-        ("VM_EXIT_REASON", 0), ("GUEST_RIP", 1), ("EXIT_QUALIFICATION", 2),
-        ("IDT_VECTORING_INFO_FIELD", 3), ("VM_EXIT_INTR_INFO", 4), ("VM_EXIT_INTR_ERROR_CODE", 5),
-        ("VM_EXIT_INSTRUCTION_LEN", 7),
-    )  # fmt: skip
-    pairs = [(BY_NAME[name].bit, columns[i]) for name, i in targets if columns[i]]
     reasons = columns[0]
-    gpa_bit = BY_NAME["GUEST_PHYSICAL_ADDRESS"].bit
+    i = len(reasons) - 1
+    targets = (
+        ("VM_EXIT_REASON", 0), ("EXIT_QUALIFICATION", 2), ("IDT_VECTORING_INFO_FIELD", 3),
+        ("VM_EXIT_INTR_INFO", 4), ("VM_EXIT_INTR_ERROR_CODE", 5), ("VM_EXIT_INSTRUCTION_LEN", 7),
+    )  # fmt: skip
+    for name, column in targets:
+        values[BY_NAME[name].bit] = columns[column][i] if columns[column] else 0
     gpas = columns[6]
+    if gpas:
+        for j in range(i, -1, -1):
+            if reasons[j] in (48, 49):
+                values[BY_NAME["GUEST_PHYSICAL_ADDRESS"].bit] = gpas[j]
+                break
+    if tracked_rip is not None:
+        values[_RIP.bit] = tracked_rip & _U64
+    elif columns[1]:
+        advance = columns[7][i] if last.advances_rip and columns[7] else 0
+        values[_RIP.bit] = (columns[1][i] + advance) & _U64
 
-    def write(values: list[int], i: int) -> None:
-        for bit, column in pairs:
-            values[bit] = column[i]
-        if gpas and reasons[i] in (48, 49):
-            values[gpa_bit] = gpas[i]
 
-    return write
-
-
-def _summarise(occurrences: Counter[_Plan], sequence: int) -> BatchStats:
+def _summarise(plans: list[_Plan], seen: Counter[int], sequence: int) -> BatchStats:
     stats = BatchStats(sequence=sequence)
     c = stats.counters
-    for plan, n in occurrences.items():
+    for index, n in seen.items():
+        plan = plans[index]
         stats.exits += n
         c.vmread += plan.vmread * n
         c.vmwrite += plan.vmwrite * n

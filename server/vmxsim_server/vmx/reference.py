@@ -41,7 +41,7 @@ class _Interpreter:
         self.cache = VmcsCache(values, profile.policy)
         self.asserted: set[int] = set()
         self.shadowed = 0
-        self.rip_advance = 0
+        self.rip_target = 0
 
     def _instruction(self, f: Field, before: int, after: int, wrapped: bool) -> None:
         if after == before:
@@ -66,9 +66,7 @@ class _Interpreter:
             if f.name in self.policy.write_if_changed:
                 changed = f.kind is Kind.GUEST or f.bit not in self.asserted
                 self.asserted.add(f.bit)
-            value = cache.values[f.bit]
-            if f is _RIP:
-                value = (value + self.rip_advance) & f.mask
+            value = self.rip_target if f is _RIP else cache.values[f.bit]
             before = c.vmwrite
             cache.write(f, value, changed)
             self._instruction(f, before, c.vmwrite, wrapped)
@@ -88,8 +86,8 @@ def run_reference(
         start = Counters()
         start.add(c)
         interpreter.shadowed = 0
-        interpreter.rip_advance = record.instruction_len
         write_exit_information(values, record)
+        interpreter.rip_target = (values[_RIP.bit] + record.instruction_len) & _RIP.mask
         cache.vm_exit()
         interpreter.section(profile.after_exit)
         if profile.reload_vmcs:
