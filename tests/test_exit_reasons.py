@@ -42,7 +42,7 @@ def test_synonyms_that_trace_tools_print(spelling: str | int, number: int) -> No
     assert reason.number == number
 
 
-@pytest.mark.parametrize("spelling", ["", "EXIT_NPF", "NOT_A_REASON", "35", "0xzz"])
+@pytest.mark.parametrize("spelling", ["", "EXIT_NPF", "EXIT_CPUID", "NOT_A_REASON", "35", "0xzz"])
 def test_unknown_reasons_are_none(spelling: str) -> None:
     assert lookup_reason(spelling) is None
 

@@ -157,10 +157,13 @@ class _Compiler:
         if _SHADOW_MASK >> f.bit & 1:
             self.shadowed += 1
         if wrapped:  # HAXM's vmread()/vmwrite() with the VMCS put away: load_vmcs ... put_vmcs
-            self.c.vmxon += 1
-            self.c.vmptrld += 1
-            self.c.vmclear += 1
-            self.c.vmxoff += 1
+            self._load_put()
+
+    def _load_put(self) -> None:
+        self.c.vmxon += 1
+        self.c.vmptrld += 1
+        self.c.vmclear += 1
+        self.c.vmxoff += 1
 
     def read(self, f: Field, wrapped: bool) -> None:
         bit = 1 << f.bit
@@ -201,7 +204,11 @@ class _Compiler:
         if profile.reload_vmcs:  # put_vmcs right after the exit
             self.c.vmclear += 1
             self.c.vmxoff += 1
-        self.section(handler, wrapped=profile.reload_vmcs and not profile.handler_vmcs_loaded)
+        unloaded = profile.reload_vmcs and not profile.handler_vmcs_loaded
+        executed = self.c.vmread + self.c.vmwrite
+        self.section(handler, wrapped=unloaded and not handler.wrap_once)
+        if unloaded and handler.wrap_once and self.c.vmread + self.c.vmwrite > executed:
+            self._load_put()
         if profile.reload_vmcs:  # load_vmcs at the top of the next run
             self.c.vmxon += 1
             self.c.vmptrld += 1

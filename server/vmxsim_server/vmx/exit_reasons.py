@@ -7,7 +7,8 @@ Synonyms cover other producers:
   ``hypercall``, ``rdmsr``, ``wrmsr``, ``interrupt_window``, ``tpr_below_thres``, ...;
 - Linux before 5.x: ``PENDING_INTERRUPT`` (now ``INTERRUPT_WINDOW``), ``VMOFF``/``VMON``;
 - VirtualBox (``VMX_EXIT_*``), bcc kvmexit (``EXIT_REASON_*``), and plain numbers.
-Lookup ignores case and the ``EXIT_REASON_``/``VMX_EXIT_`` prefixes. Reasons 35, 38, 42 and 71
+Lookup ignores case and the ``EXIT_REASON_``/``VMX_EXIT_`` prefixes (a bare ``EXIT_`` is AMD SVM's
+spelling, e.g. ``EXIT_NPF``, ``EXIT_CPUID``, and stays unknown). Reasons 35, 38, 42 and 71
 are not defined by the SDM and are absent. Bit 31 of the exit-reason field (VM-entry failure) is
 not part of the basic reason.
 """
@@ -118,7 +119,7 @@ BY_NUMBER: dict[int, ExitReason] = {r.number: r for r in EXIT_REASONS}
 _BY_SPELLING: dict[str, ExitReason] = {
     spelling: reason for reason in EXIT_REASONS for spelling in (reason.name, *reason.synonyms)
 }
-_PREFIXES = ("EXIT_REASON_", "VMX_EXIT_", "EXIT_")
+_PREFIXES = ("EXIT_REASON_", "VMX_EXIT_")  # not a bare EXIT_: that is SVM (EXIT_CPUID, EXIT_NPF)
 
 
 def lookup_reason(key: str | int) -> ExitReason | None:

@@ -9,7 +9,8 @@ functions it was read from) holds:
 - ``cache``: the cache policy (``read``, ``write``, ``write_if_changed`` field lists);
 - ``after_exit``, ``before_entry``, ``after_user_exit``: reads then writes on every exit, before
   every entry, and before the first entry after a handler returned to user space;
-- ``handlers.<REASON>`` (and ``handlers.default``): the handler's reads, writes and ``user_exit``.
+- ``handlers.<REASON>`` (and ``handlers.default``): the handler's reads, writes, ``user_exit``, and
+  ``wrap`` ("each" or "once": how a handler running with the VMCS put away reloads it).
 A list may name a field several times: without a cache each occurrence is one instruction.
 
 ``load_profile`` accepts a bundled name or a path and reports every problem as a ``ProfileError``
@@ -66,9 +67,12 @@ class Section:
 
 @dataclass(frozen=True)
 class Handler(Section):
-    """A per-reason handler; ``user_exit`` when it returns to user space before re-entry."""
+    """A per-reason handler; ``user_exit`` when it returns to user space before re-entry;
+    ``wrap_once`` when, with the VMCS put away, the handler loads it once around all its accesses
+    (HAXM's ``exit_cr_access``) instead of once per access (HAXM's ``vmread``/``vmwrite``)."""
 
     user_exit: bool = False
+    wrap_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,11 +147,15 @@ class _Reader:
         return Section(self.fields(table, f"{key}.read"), self.fields(table, f"{key}.write", True))
 
     def handler(self, data: dict[str, Any], key: str) -> Handler:
-        table = self.table(data, key, {"read", "write", "user_exit"})
+        table = self.table(data, key, {"read", "write", "user_exit", "wrap"})
+        wrap = table.get("wrap", "each")
+        if wrap not in ("each", "once"):
+            raise self.fail(f"{key}.wrap", 'must be "each" or "once"')
         return Handler(
             self.fields(table, f"{key}.read"),
             self.fields(table, f"{key}.write", True),
             self.boolean(table, f"{key}.user_exit", False),
+            wrap == "once",
         )
 
 

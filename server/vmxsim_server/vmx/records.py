@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 __all__ = ["ExitBatch", "ExitRecord"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExitRecord:
     """One VM exit. Integers are unsigned and fit 64 bits; ``timestamp`` is seconds."""
 

@@ -94,9 +94,14 @@ def run_reference(
             c.vmclear += 1
             c.vmxoff += 1
         handler = profile.handler(record.reason & 0xFFFF)
-        interpreter.section(
-            handler, wrapped=profile.reload_vmcs and not profile.handler_vmcs_loaded
-        )
+        unloaded = profile.reload_vmcs and not profile.handler_vmcs_loaded
+        executed = c.vmread + c.vmwrite
+        interpreter.section(handler, wrapped=unloaded and not handler.wrap_once)
+        if unloaded and handler.wrap_once and c.vmread + c.vmwrite > executed:
+            c.vmxon += 1
+            c.vmptrld += 1
+            c.vmclear += 1
+            c.vmxoff += 1
         if profile.reload_vmcs:
             c.vmxon += 1
             c.vmptrld += 1
