@@ -15,7 +15,6 @@ import zstandard
 
 from vmxsim_client.traces import (
     FORMATS,
-    ExitBatch,
     FtraceReader,
     HaxmLogReader,
     JsonlReader,
@@ -25,7 +24,7 @@ from vmxsim_client.traces import (
     open_trace,
 )
 from vmxsim_server.vmx.exceptions import InvalidArgument
-from vmxsim_server.vmx.records import ExitRecord
+from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 KERNEL = 0xFFFFFFFF81000000
@@ -323,5 +322,9 @@ def test_batches_are_packed_columns_of_the_same_records() -> None:
     with open_trace(FIXTURES / "ftrace_mid.txt") as reader:
         batches = list(reader.batches(3))
     assert [len(b) for b in batches] == [3, 1] and isinstance(batches[0], ExitBatch)
-    assert batches[0].reason == (10, 0, 7)
-    assert [r for b in batches for r in b.records()] == records
+    assert batches[0].reason == [10, 0, 7]
+    assert [b.sequence for b in batches] == [1, 2]
+    columns = [
+        (r.reason, r.rip, r.qualification, r.intr_info) for b in batches for r in b.records()
+    ]
+    assert columns == [(r.reason, r.rip, r.qualification, r.intr_info) for r in records]

@@ -11,7 +11,7 @@ gzip, xz and zstd input is decompressed transparently; ``-`` is standard input.
         print(reader.skipped, reader.unknown_reasons)
 """
 
-from .base import MAX_ERRORS, ExitBatch, Row, TraceParseError, TraceReader
+from .base import MAX_ERRORS, Row, TraceParseError, TraceReader
 from .detect import FORMATS, READERS, detect_format, open_trace
 from .ftrace import FtraceReader
 from .haxmlog import HaxmLogReader
@@ -22,7 +22,6 @@ __all__ = [
     "FORMATS",
     "MAX_ERRORS",
     "READERS",
-    "ExitBatch",
     "FtraceReader",
     "HaxmLogReader",
     "JsonlReader",

@@ -17,15 +17,15 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from vmxsim_server.vmx.exceptions import InvalidArgument
 from vmxsim_server.vmx.exit_reasons import lookup_reason
-from vmxsim_server.vmx.records import ExitRecord
+from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 
 from .compression import DECODE_ERRORS
 
-__all__ = ["MAX_ERRORS", "ExitBatch", "Row", "TraceParseError", "TraceReader", "parse_u64"]
+__all__ = ["MAX_ERRORS", "Row", "TraceParseError", "TraceReader", "parse_u64"]
 
 MAX_ERRORS = 20
 """How many problems a reader keeps in ``errors``; later ones are only counted."""
@@ -47,28 +47,6 @@ class TraceParseError(InvalidArgument):
         self.source = source
         self.line = line
         self.problem = problem
-
-
-class ExitBatch(NamedTuple):
-    """Consecutive exits as packed columns (one tuple per ``ExitRecord`` field)."""
-
-    reason: tuple[int, ...]
-    rip: tuple[int, ...]
-    qualification: tuple[int, ...]
-    info2: tuple[int, ...]
-    intr_info: tuple[int, ...]
-    error_code: tuple[int, ...]
-    guest_physical_address: tuple[int, ...]
-    instruction_len: tuple[int, ...]
-    timestamp: tuple[float | None, ...]
-    vcpu: tuple[int, ...]
-
-    def __len__(self) -> int:  # the number of exits, not of columns
-        return len(self.reason)
-
-    def records(self) -> Iterator[ExitRecord]:
-        """The batch as ``ExitRecord`` objects."""
-        return itertools.starmap(ExitRecord, zip(*self, strict=True))
 
 
 def parse_u64(text: str, base: int) -> int:
@@ -141,12 +119,22 @@ class TraceReader:
             self.close()
 
     def batches(self, size: int = 1000) -> Iterator[ExitBatch]:
-        """The exits as packed columns, ``size`` exits per batch (the last may be shorter)."""
+        """The exits as the core's packed-column batches of ``size`` exits (the last may be
+        shorter), numbered from 1; timestamps only when the trace has them."""
         if size < 1:
             raise ValueError("batch size must be at least 1")
         rows = self.rows()
+        sequence = 0
         while chunk := list(itertools.islice(rows, size)):
-            yield ExitBatch(*zip(*chunk, strict=True))
+            sequence += 1
+            columns = list(zip(*chunk, strict=True))
+            stamps = columns[8]
+            reason, rip, qual, info2, intr, error, gpa, length = (list(c) for c in columns[:8])
+            yield ExitBatch(
+                reason, rip, qual, info2, intr, error, gpa, length,
+                timestamp=[t or 0.0 for t in stamps] if any(stamps) else [],
+                sequence=sequence,
+            )  # fmt: skip
 
     @property
     def bytes_read(self) -> int:
