@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from vmxsim_server.vmx.exceptions import VmxsimError
 
-from . import cmd_convert, cmd_model, cmd_tables
+from . import cmd_convert, cmd_model, cmd_tables, cmd_tune
 from .errors import CliError
 
 __all__ = ["main"]
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (cmd_tables, cmd_convert, cmd_model):
+    for module in (cmd_tables, cmd_convert, cmd_model, cmd_tune):
         module.register(sub)
     return parser
 

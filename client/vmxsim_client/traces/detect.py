@@ -16,6 +16,7 @@ from .compression import DECODE_ERRORS, open_input
 from .ftrace import FtraceReader
 from .haxmlog import HaxmLogReader
 from .jsonl import JsonlReader
+from .mix import MIX_PREFIX, open_mix
 from .perfstat import PerfKvmStatReader
 
 __all__ = ["FORMATS", "READERS", "detect_format", "open_trace"]
@@ -48,12 +49,15 @@ def open_trace(
     strict: bool = False,
     **options: Any,
 ) -> TraceReader:
-    """A reader for ``path`` (``-`` = standard input), gzip/xz/zstd decompressed.
+    """A reader for ``path`` (``-`` = standard input), gzip/xz/zstd decompressed; a path of the
+    form ``mix:NAME[:EXITS[:SEED]]`` is a shipped exit mix synthesised (``traces/mix.py``).
 
     ``options`` go to the reader (``seed``/``exits``/``table`` for perf-kvm-stat,
     ``raw_clock_hz`` for ftrace). Raises TraceParseError when the format is unknown or cannot
     be detected, OSError when the file cannot be opened.
     """
+    if isinstance(path, str) and path.startswith(MIX_PREFIX):
+        return open_mix(path, strict=strict)
     if format is not None and format not in READERS:
         raise TraceParseError(str(path), 0, f"unknown format {format!r} (one of {FORMATS})")
     source = open_input(path)

@@ -1,0 +1,62 @@
+"""``vmxsim tune`` and ``vmxsim model`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vmxsim_client import cli
+from vmxsim_client.traces import write_jsonl
+from vmxsim_server.vmx.mixes import load_mix, synthesize
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert cli.main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_tune_beats_the_base_and_prints_xmacro_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "tune", "mix:linux-boot:3000", "--base", "haxm-legacy", "--json")
+    seconds = report["simulated_seconds"]
+    assert seconds["tuned"] < seconds["base"]
+    assert report["gain_over_base"] > 0
+    assert report["xmacro_rows"] and all(r.startswith("COMP(") for r in report["xmacro_rows"])
+    # host state re-asserted every entry is exactly what write-if-changed removes
+    assert "HOST_CR3" in report["policy"]["write_if_changed"]
+
+
+def test_tune_reads_a_trace_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.jsonl"
+    with trace.open("w") as f:
+        write_jsonl(synthesize(load_mix("windows7"), 500), f)
+    report = run_json(capsys, "tune", str(trace), "--base", "kvm", "--mode", "nested-shadow",
+                      "--json")  # fmt: skip
+    assert report["exits"] == 500
+    assert report["simulated_seconds"]["tuned"] <= report["simulated_seconds"]["base"]
+
+
+def test_tune_rejects_bad_input_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tune", "mix:no-such-mix"]) == 2
+    assert cli.main(["tune", "mix:linux-boot:10", "--base", "no-such-profile"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("vmxsim: error:") for line in err)
+
+
+def test_model_counts_lists_every_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run_json(capsys, "model", "counts", "--format", "json")
+    cpuid = next(r for r in rows if r["reason"] == "CPUID")
+    legacy_reads = int(cpuid["haxm-legacy"].split("/")[0])
+    kvm_reads = int(cpuid["kvm"].split("/")[0])
+    assert legacy_reads > kvm_reads
+
+
+def test_model_project_reports_the_residual(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "model", "project", "--modes", "nested", "--exits", "2000", "--json")
+    (nested,) = report["projections"]
+    assert 1 < nested["predicted_ratio"] < nested["seed_ratio"]
+    assert nested["residual_factor"] == pytest.approx(
+        nested["seed_ratio"] / nested["predicted_ratio"]
+    )
+    assert 0 < nested["after_exits_only"] < report["seed"]["haxm_seconds"]
