@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--mode", default="nested")
     parser.add_argument("--runs", type=int, default=3, help="best of N runs per measurement")
     args = parser.parse_args()
-    records = synthesize(load_mix(args.mix), args.exits, seed=0)
+    records = list(synthesize(load_mix(args.mix), args.exits, seed=0))
     batch = ExitBatch.from_records(records)
     small = records[: max(1, args.exits // 10)]
     rows = []

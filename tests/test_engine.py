@@ -26,7 +26,7 @@ def run(profile: str, records: list[ExitRecord], mode: str = "nested", per_exit:
 
 
 def mean_per_exit(profile: str, mix: str, exits: int = 20_000) -> tuple[float, float]:
-    _, stats = run(profile, synthesize(load_mix(mix), exits, seed=1))
+    _, stats = run(profile, list(synthesize(load_mix(mix), exits, seed=1)))
     return stats.counters.vmread / stats.exits, stats.counters.vmwrite / stats.exits
 
 
@@ -120,14 +120,14 @@ def test_compiled_engine_agrees_with_the_field_at_a_time_reference(
 
 
 def test_same_input_gives_same_output() -> None:
-    records = synthesize(load_mix("windows7"), 3000, seed=7)
+    records = list(synthesize(load_mix("windows7"), 3000, seed=7))
     first = summary(run("haxm-cache", records)[1], "haxm-cache", "nested")
     second = summary(run("haxm-cache", records)[1], "haxm-cache", "nested")
     assert first == second
 
 
 def test_batches_accumulate_to_the_same_totals_as_one_run() -> None:
-    records = synthesize(load_mix("linux-boot"), 2000, seed=3)
+    records = list(synthesize(load_mix("linux-boot"), 2000, seed=3))
     engine = Engine(Vcpu(), load_profile("kvm"), LatencyModel("nested"))
     for start in range(0, 2000, 300):
         engine.run_batch(ExitBatch.from_records(records[start : start + 300], sequence=start))
@@ -192,6 +192,6 @@ def test_haxm_legacy_reloads_the_vmcs_around_every_run() -> None:
 
 
 def test_nested_costs_more_than_native_and_shadowing_recovers_some() -> None:
-    records = synthesize(load_mix("linux-boot"), 2000)
+    records = list(synthesize(load_mix("linux-boot"), 2000))
     seconds = {mode: run("haxm-legacy", records, mode)[1].simulated_seconds for mode in MODES}
     assert seconds["native"] < seconds["nested-shadow"] < seconds["nested"]

@@ -22,13 +22,14 @@ reasons by largest remainder, interleaved by drawing without replacement from
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from vmxsim_server.vmx.mixes import Mix, synthesize
+
 from .base import Row, TraceReader
 
-__all__ = ["MixRow", "PerfKvmStatReader", "apportion"]
+__all__ = ["MixRow", "PerfKvmStatReader"]
 
 _HEADER = "VM-EXIT"
 _MICROSECONDS = "us"
@@ -43,20 +44,6 @@ class MixRow(NamedTuple):
     samples_percent: float
     time_percent: float
     avg_seconds: float | None
-
-
-def apportion(weights: list[int], total: int) -> list[int]:
-    """Integers proportional to ``weights`` that sum to ``total`` (largest remainder)."""
-    weight_sum = sum(weights)
-    if weight_sum == 0:
-        return [0] * len(weights)
-    shares = [w * total // weight_sum for w in weights]
-    by_remainder = sorted(
-        range(len(weights)), key=lambda i: (-(weights[i] * total % weight_sum), i)
-    )
-    for i in by_remainder[: total - sum(shares)]:
-        shares[i] += 1
-    return shares
 
 
 class PerfKvmStatReader(TraceReader):
@@ -102,18 +89,18 @@ class PerfKvmStatReader(TraceReader):
     def _rows(self) -> Iterator[Row]:
         mix = self.mix
         weights = sum(r.samples for r in mix)
-        total = weights if self.requested_exits is None or weights == 0 else self.requested_exits
-        remaining = apportion([r.samples for r in mix], total)
-        templates: list[Row] = [(r.reason, 0, 0, 0, 0, 0, 0, 0, None, 0) for r in mix]
-        randrange = random.Random(self.seed).randrange
-        for left in range(total, 0, -1):
-            pick, index = randrange(left), 0
-            while pick >= remaining[index]:
-                pick -= remaining[index]
-                index += 1
-            remaining[index] -= 1
+        if not weights:
+            return
+        total = weights if self.requested_exits is None else self.requested_exits
+        as_mix = Mix(self.source, "perf kvm stat table", self.source, {})
+        for r in mix:
+            as_mix.weights[r.reason] = as_mix.weights.get(r.reason, 0.0) + r.samples
+        for record in synthesize(as_mix, total, self.seed):
             self.exits += 1
-            yield templates[index]
+            yield (
+                record.reason, record.rip, record.qualification, record.info2, record.intr_info,
+                record.error_code, record.guest_physical_address, record.instruction_len, None, 0,
+            )  # fmt: skip
 
     def _read_table(self) -> list[MixRow]:
         rows: dict[str, MixRow] = {}

@@ -1,8 +1,8 @@
 """Named exit-reason mixes (``mixes.toml``, each citing the published table it was read from), and
 seeded, reproducible synthetic exit sequences of a given mix.
 
-A sequence of N exits holds each reason's share of N by largest-remainder apportionment, in an
-order shuffled by ``random.Random(seed)``: the same mix, N and seed always give the same exits.
+A sequence of N exits holds each reason's share of N by largest-remainder apportionment, drawn
+without replacement with ``random.Random(seed)``: the same mix, N and seed give the same exits.
 Records carry a deterministic guest RIP and, for exits that skip an instruction, its length.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -110,24 +111,30 @@ def apportion(weights: dict[int, float], total: int) -> dict[int, int]:
     return counts
 
 
-def synthesize(mix: Mix, exits: int, seed: int = 0) -> list[ExitRecord]:
-    """A reproducible sequence of ``exits`` exits with the mix's proportions."""
+def synthesize(mix: Mix, exits: int, seed: int = 0) -> Iterator[ExitRecord]:
+    """A reproducible stream of ``exits`` exits with the mix's proportions (constant memory).
+
+    Each exit's reason is drawn without replacement from the apportioned counts with
+    ``random.Random(seed)``, so every reason occurs exactly its share of times.
+    """
     rng = random.Random(seed)
-    reasons = [
-        reason for reason, n in sorted(apportion(mix.weights, exits).items()) for _ in range(n)
-    ]
-    rng.shuffle(reasons)
-    records = []
-    for reason in reasons:
-        rip = 0xFFFF_FFFF_8100_0000 + rng.randrange(0, 1 << 20)
-        records.append(
-            ExitRecord(
-                reason=reason,
-                rip=rip,
-                qualification=rng.randrange(0, 1 << 12) if reason in _EPT else 0,
-                intr_info=_EXTERNAL_INTERRUPT_INFO if reason == 1 else 0,
-                guest_physical_address=rng.randrange(0, 1 << 32) & ~0xFFF if reason in _EPT else 0,
-                instruction_len=_INSTRUCTION_LEN.get(reason, 0),
-            )
+    counts = sorted(apportion(mix.weights, exits).items())
+    reasons = [reason for reason, _ in counts]
+    remaining = [n for _, n in counts]
+    randrange = rng.randrange
+    for left in range(exits, 0, -1):
+        pick, index = randrange(left), 0
+        while pick >= remaining[index]:
+            pick -= remaining[index]
+            index += 1
+        remaining[index] -= 1
+        reason = reasons[index]
+        ept = reason in _EPT
+        yield ExitRecord(
+            reason=reason,
+            rip=0xFFFF_FFFF_8100_0000 + randrange(1 << 20),
+            qualification=randrange(1 << 12) if ept else 0,
+            intr_info=_EXTERNAL_INTERRUPT_INFO if reason == 1 else 0,
+            guest_physical_address=randrange(1 << 32) & ~0xFFF if ept else 0,
+            instruction_len=_INSTRUCTION_LEN.get(reason, 0),
         )
-    return records
