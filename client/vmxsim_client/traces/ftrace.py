@@ -128,44 +128,38 @@ class FtraceReader(TraceReader):
                 pending = self._other_line(lineno, line)
                 continue
             # Fast path: the 7-word payload of trace-cmd and 3.x-5.15 ftrace after a plain
-            # header. Anything else, and every problem, goes to _exit_line (which reports it).
+            # header, split from the right so the header (task names with spaces) stays one
+            # string. Anything else, and every problem, goes to _exit_line (which reports it).
             row: Row | None = None
-            parts = line.split()
-            try:
-                i = parts.index("kvm_exit:")
-                stamp = parts[i - 1]
-                if (
-                    i >= 2
-                    and len(parts) == i + 8
-                    and parts[i + 1] == "reason"
-                    and parts[i + 3] == "rip"
-                    and parts[i + 5] == "info"
-                    and stamp[-1] == ":"
-                    and "." in stamp
-                    and (parts[i - 2][0] == "[" or parts[i - 3][0] == "[")
-                ):
-                    timestamp = float(stamp[:-1])
-                    rip = hex_of(parts[i + 4])
+            parts = line.rsplit(None, 9)
+            if (
+                len(parts) == 10
+                and parts[2] == "kvm_exit:"
+                and parts[3] == "reason"
+                and parts[5] == "rip"
+                and parts[7] == "info"
+                and parts[1][-1] == ":"
+                and "[" in parts[0]
+            ):
+                try:
+                    rip = hex_of(parts[6])
                     if rip is None:
-                        rip = self._hex(parts[i + 4])
-                    info1 = hex_of(parts[i + 6])
+                        rip = self._hex(parts[6])
+                    info1 = hex_of(parts[8])
                     if info1 is None:
-                        info1 = self._hex(parts[i + 6])
-                    intr_info = hex_of(parts[i + 7])
+                        info1 = self._hex(parts[8])
+                    intr_info = hex_of(parts[9])
                     if intr_info is None:
-                        intr_info = self._hex(parts[i + 7])
-                    name = parts[i + 2]
-                    number = reason_of(name)
+                        intr_info = self._hex(parts[9])
+                    number = reason_of(parts[4])
                     if number is None or number < 0:
-                        number = self._reason(name)
-                    vcpu = 0
-                    if vcpus:
-                        cpu = i - 2 if parts[i - 2][0] == "[" else i - 3
-                        vcpu = vcpus.get(parts[cpu - 1].rpartition("-")[2], 0) if cpu else 0
-                    if 0.0 <= timestamp < _INFINITY:
+                        number = self._reason(parts[4])
+                    timestamp = float(parts[1][:-1])
+                    vcpu = vcpus.get(_thread_id(parts[0]), 0) if vcpus else 0
+                    if "." in parts[1] and 0.0 <= timestamp < _INFINITY:
                         row = (number, rip, info1, 0, intr_info, 0, 0, 0, timestamp, vcpu)
-            except ValueError:
-                pass
+                except ValueError:
+                    pass
             if row is None:
                 result = self._exit_line(lineno, line)
                 if result is None:
@@ -293,3 +287,8 @@ class FtraceReader(TraceReader):
             self._bad_exit(lineno, line, f"kvm_entry: expected 'vcpu N' ({exc})")
             return
         self._vcpu_of_thread[_thread_key(tokens)] = vcpu
+
+
+def _thread_id(header: str) -> str:
+    """The thread id of a trace header: the digits after the last '-' before the CPU field."""
+    return header[: header.rfind("[")].rstrip().rpartition("-")[2]
