@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from vmxsim_server.vmx import Capabilities, Vcpu
@@ -40,3 +42,17 @@ def ready_vcpu() -> Vcpu:
     vcpu = make_root_vcpu()
     load_valid_state(vcpu)
     return vcpu
+
+
+@pytest.fixture(scope="session")
+def vmxsim_address() -> Iterator[str]:
+    """A real vmxsim server on a free loopback port, shared by the session's remote tests."""
+    from vmxsim_server.app import start_background
+    from vmxsim_server.config import ServerConfig
+
+    with start_background(ServerConfig(listen="127.0.0.1:0", metrics_listen=None)) as server:
+        yield server.address
+
+
+# --- gRPC service fixtures (tests/test_service_*.py); defined in conftest_service.py ---------
+from conftest_service import service_channel, service_server, stub, vcpu_id  # noqa: E402, F401

@@ -195,3 +195,19 @@ def test_nested_costs_more_than_native_and_shadowing_recovers_some() -> None:
     records = list(synthesize(load_mix("linux-boot"), 2000))
     seconds = {mode: run("haxm-legacy", records, mode)[1].simulated_seconds for mode in MODES}
     assert seconds["native"] < seconds["nested-shadow"] < seconds["nested"]
+
+
+def test_vcpus_of_one_vm_driven_without_set_up_get_their_own_vmcs() -> None:
+    from vmxsim_server.vmx import PhysicalMemory
+
+    memory = PhysicalMemory()
+    first, second = Vcpu(memory=memory), Vcpu(memory=memory)
+    for vcpu, rip in ((first, 0x1111), (second, 0x2222)):
+        Engine(vcpu, load_profile("kvm"), LatencyModel("native")).run_batch(
+            ExitBatch([10], rip=[rip])
+        )
+    assert first.current is not second.current
+    assert first.current_pointer != second.current_pointer
+    assert first.vmxon_pointer not in (second.vmxon_pointer, second.current_pointer)
+    rip = BY_NAME["GUEST_RIP"].encoding
+    assert first.vmread(rip).value != second.vmread(rip).value

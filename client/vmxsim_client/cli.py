@@ -9,7 +9,20 @@ from typing import NoReturn
 
 from vmxsim_server.vmx.exceptions import VmxsimError
 
-from . import cmd_convert, cmd_model, cmd_tables, cmd_tune
+from . import (
+    cmd_compare,
+    cmd_convert,
+    cmd_demo,
+    cmd_drive,
+    cmd_exec,
+    cmd_model,
+    cmd_replay,
+    cmd_report,
+    cmd_serve,
+    cmd_tables,
+    cmd_tune,
+    cmd_vcpu,
+)
 from .errors import CliError
 
 __all__ = ["main"]
@@ -32,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (cmd_tables, cmd_convert, cmd_model, cmd_tune):
+    for module in (
+        cmd_tables, cmd_convert, cmd_model, cmd_tune,
+        cmd_vcpu, cmd_exec, cmd_drive, cmd_replay, cmd_compare, cmd_report, cmd_demo,
+        cmd_serve,
+    ):  # fmt: skip
         module.register(sub)
     return parser
 

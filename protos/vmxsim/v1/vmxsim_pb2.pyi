@@ -2127,8 +2127,8 @@ class RestoreRequest(_message.Message):
     VM_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
-    """The VM to restore the vCPU into; empty = a new VM (INVALID_ARGUMENT for malformed `data`;
-    FAILED_PRECONDITION for a format version or profile this server does not have).
+    """The VM to restore the vCPU into; empty = a new VM (INVALID_ARGUMENT for `data` that is
+    corrupted, of another format version, or names a profile this server does not have).
     """
     data: _builtins.bytes
     """The bytes of a SnapshotResponse."""

@@ -49,10 +49,19 @@ _SHADOW_MASK = mask_of(SHADOWED_FIELDS)
 _RIP = BY_NAME["GUEST_RIP"]
 _U64 = (1 << 64) - 1
 
-# Where the engine puts its own VMXON region and VMCS when a vCPU is driven without set-up:
-# the top of the default 46-bit physical address space, away from addresses harnesses use.
-ENGINE_VMXON_REGION = (1 << 46) - 0x2000
-ENGINE_VMCS_REGION = (1 << 46) - 0x1000
+
+def _free_pages(vcpu: Vcpu, count: int) -> list[int]:
+    """``count`` untouched 4 KiB pages at the top of the vCPU's physical memory, where the engine
+    puts its own VMXON region and VMCS for a vCPU driven without set-up (away from the low
+    addresses harnesses use, and distinct for every vCPU of a VM)."""
+    used = set(vcpu.memory.regions()) | {a & ~0xFFF for a in vcpu.memory.words()}
+    pages: list[int] = []
+    page = vcpu.capabilities.physical_address_limit - 0x1000
+    while len(pages) < count:
+        if page not in used:
+            pages.append(page)
+        page -= 0x1000
+    return pages
 
 
 @dataclass(eq=False, slots=True)
@@ -249,15 +258,13 @@ class Engine:
                 raise StateError(f"VM entry failed ({outcome.result.value}{error}): {detail}")
             return
         revision = vcpu.capabilities.revision_id
+        vmcs, vmxon = _free_pages(vcpu, 2)
         steps: list[Callable[[], Outcome]] = []
         if vcpu.mode is Mode.OFF:
-            vcpu.memory.write32(ENGINE_VMXON_REGION, revision)
-            steps.append(partial(vcpu.vmxon, ENGINE_VMXON_REGION))
-        vcpu.memory.write32(ENGINE_VMCS_REGION, revision)
-        steps += [
-            partial(vcpu.vmclear, ENGINE_VMCS_REGION),
-            partial(vcpu.vmptrld, ENGINE_VMCS_REGION),
-        ]
+            vcpu.memory.write32(vmxon, revision)
+            steps.append(partial(vcpu.vmxon, vmxon))
+        vcpu.memory.write32(vmcs, revision)
+        steps += [partial(vcpu.vmclear, vmcs), partial(vcpu.vmptrld, vmcs)]
         for name, value in valid_state(vcpu.capabilities).items():
             steps.append(partial(vcpu.vmwrite, BY_NAME[name].encoding, value))
         steps.append(vcpu.vmlaunch)
@@ -265,6 +272,18 @@ class Engine:
             outcome = step()
             if not outcome.ok:
                 raise StateError(f"cannot set up the vCPU for driving: {outcome}")
+
+    # --- state (snapshots) ---------------------------------------------------------------------
+
+    @property
+    def cache_state(self) -> tuple[int, int, bool]:
+        """The cache state the next exit starts in: (valid mask, asserted mask, user exit)."""
+        return self._row.state
+
+    def resume_from(self, totals: BatchStats, cache_state: tuple[int, int, bool]) -> None:
+        """Continue an earlier run: its totals and its cache state (a restored snapshot)."""
+        self.totals = totals
+        self._row = self._row_of(cache_state)
 
     # --- compilation ---------------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""Per-exit results: the trace's own columns joined, in order, with the model's per-exit counts.
+
+With ``per_exit=True`` the server answers each replayed batch with the model's VMREADs, VMWRITEs
+and simulated seconds of every exit in it; the reason, rip and timestamp (and a HAXM log's
+recorded counters) stay on the client. :class:`ExitTap` wraps an exit source, queues those
+columns for each batch it hands to the replay stream, and :meth:`ExitTap.join` takes the oldest
+queued batch back out when its acknowledgement arrives (the server answers batches in order,
+one progress message each). The queue holds only the batches in flight, so memory stays flat
+however long the trace.
+
+:class:`RecordedComparison` compares a HAXM log's recorded ``vmread_ctr``/``vmwrite_ctr`` with
+the model's counts, exit by exit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vmxsim_server.vmx.records import ExitBatch
+from vmxsim_server.vmx.summary import reason_name
+
+__all__ = ["ExitTap", "JoinedBatch", "RecordedComparison"]
+
+Recorded = tuple[int, int, int]
+"""A HAXM log's (vmread_ctr, vmwrite_ctr, delta) of one exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SentBatch:
+    reason: list[int]
+    rip: list[int]
+    timestamp: list[float]
+    recorded: list[Recorded] | None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedBatch:
+    """One acknowledged batch, exit by exit: ``first_index`` is the 0-based index of its first
+    exit in the trace; ``timestamp`` is empty when the trace has none; ``recorded`` is None
+    unless the trace is a HAXM log."""
+
+    first_index: int
+    reason: list[int]
+    rip: list[int]
+    timestamp: list[float]
+    recorded: list[Recorded] | None
+    vmread: Sequence[int]
+    vmwrite: Sequence[int]
+    seconds: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.reason)
+
+    def reason_names(self) -> Iterator[str]:
+        """The exit-reason table's name of each exit."""
+        return map(_reason_name, self.reason)
+
+
+_NAMES: dict[int, str] = {}
+
+
+def _reason_name(number: int) -> str:
+    name = _NAMES.get(number)
+    if name is None:
+        name = _NAMES[number] = reason_name(number)
+    return name
+
+
+class ExitTap:
+    """An exit source for ``Client.replay`` that remembers what it sent until it is answered.
+
+    ``source`` is a trace reader (anything with ``batches(size)``) or an iterable of
+    ``ExitRecord``. Its ``skipped``/``unknown_reasons`` counters show through (the replay
+    sends them when the stream ends).
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._sent: deque[_SentBatch] = deque()
+        self._next_index = 0
+
+    @property
+    def skipped(self) -> int:
+        return int(getattr(self.source, "skipped", 0))
+
+    @property
+    def unknown_reasons(self) -> Mapping[str, int]:
+        return getattr(self.source, "unknown_reasons", None) or {}
+
+    @property
+    def has_recorded(self) -> bool:
+        """Whether the source is a HAXM log with recorded counters per exit."""
+        return isinstance(getattr(self.source, "recorded", None), list)
+
+    def _source_batches(self, size: int) -> Iterator[ExitBatch]:
+        batches = getattr(self.source, "batches", None)
+        if callable(batches):
+            yield from batches(size)
+            return
+        records = iter(self.source)
+        while chunk := list(itertools.islice(records, size)):
+            yield ExitBatch.from_records(chunk)
+
+    def batches(self, size: int) -> Iterator[ExitBatch]:
+        """The source's batches, each queued for :meth:`join`."""
+        recorded = self.source.recorded if self.has_recorded else None
+        for batch in self._source_batches(size):
+            taken = None
+            if recorded is not None:
+                # the reader appends one entry per exit it yields; take this batch's and drop
+                # them, so the list stays as short as the batch
+                n = len(batch.reason)
+                taken = recorded[:n]
+                del recorded[:n]
+            self._sent.append(_SentBatch(batch.reason, batch.rip, batch.timestamp, taken))
+            yield batch
+
+    def join(self, progress: Mapping[str, Any]) -> JoinedBatch:
+        """The acknowledged batch of a replay progress message (``per_exit=True``), joined
+        with the columns that were sent for it."""
+        sent = self._sent.popleft()
+        stats = progress["batch"]
+        n = len(sent.reason)
+        vmread = stats.get("per_exit_vmread", ())
+        if len(vmread) != n:
+            raise RuntimeError(
+                f"batch {stats['sequence']}: {len(vmread)} per-exit results for {n} exits "
+                "(replay with per_exit=True)"
+            )
+        first, self._next_index = self._next_index, self._next_index + n
+        return JoinedBatch(
+            first, sent.reason, sent.rip, sent.timestamp, sent.recorded,
+            vmread, stats["per_exit_vmwrite"], stats["per_exit_seconds"],
+        )  # fmt: skip
+
+
+@dataclass
+class RecordedComparison:
+    """A HAXM log's recorded VMREAD/VMWRITE counts against the model's, summed exit by exit."""
+
+    exits: int = 0
+    recorded_vmread: int = 0
+    recorded_vmwrite: int = 0
+    model_vmread: int = 0
+    model_vmwrite: int = 0
+    abs_diff_vmread: int = 0
+    abs_diff_vmwrite: int = 0
+
+    def add(self, batch: JoinedBatch) -> None:
+        """Add the exits of one joined batch (nothing when it has no recorded counters)."""
+        if batch.recorded is None:
+            return
+        for (read, write, _delta), model_read, model_write in zip(
+            batch.recorded, batch.vmread, batch.vmwrite, strict=True
+        ):
+            self.recorded_vmread += read
+            self.recorded_vmwrite += write
+            self.model_vmread += model_read
+            self.model_vmwrite += model_write
+            self.abs_diff_vmread += abs(read - model_read)
+            self.abs_diff_vmwrite += abs(write - model_write)
+        self.exits += len(batch.recorded)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``"recorded"`` key of ``replay --json`` for a HAXM log."""
+        n = self.exits or 1  # all means are 0.0 for an empty log
+        return {
+            "exits": self.exits,
+            "vmread_mean": self.recorded_vmread / n,
+            "vmwrite_mean": self.recorded_vmwrite / n,
+            "model_vmread_mean": self.model_vmread / n,
+            "model_vmwrite_mean": self.model_vmwrite / n,
+            "mean_abs_diff_vmread": self.abs_diff_vmread / n,
+            "mean_abs_diff_vmwrite": self.abs_diff_vmwrite / n,
+        }

@@ -1,0 +1,275 @@
+"""Server assembly: the VcpuService with health, reflection, limits and logging on ``grpc.aio``.
+
+- ``serve(config)``: the foreground server of ``vmxsim serve``. SIGTERM or SIGINT sets health to
+  NOT_SERVING, stops accepting calls, gives open streams ``grace_seconds`` to finish and logs
+  every stream it had to cut, then returns (exit status 0).
+- ``start_background(config)``: the same server on a daemon thread with its own event loop, for
+  the CLI's embedded default (DESIGN.md "One code path") and for tests; returns once serving.
+
+Health (``grpc.health.v1``) answers for ``""`` and ``vmxsim.v1.VcpuService``; reflection lists
+both services and itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
+
+from .config import ServerConfig, is_loopback
+from .metrics import ServerMetrics
+from .observe import NULL_OBSERVER, Observer
+from .registry import Registry
+from .service import SERVICE_NAME, VcpuService
+from .status import ErrorInterceptor
+
+__all__ = [
+    "KEEPALIVE_OPTIONS",
+    "BackgroundServer",
+    "channel_options",
+    "configure_logging",
+    "serve",
+    "server_options",
+    "start_background",
+]
+
+log = logging.getLogger("vmxsim.server")
+
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    # ping an idle connection every 30 s and drop it when the ping is not answered in 10 s, so
+    # a vanished client's streams (and the vCPUs they claim) are released
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # allow those pings on connections without calls, and client pings every 10 s at most
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
+"""Keep-alive settings shared by the server and vmxsim's clients (grpc examples/keep_alive)."""
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """The server's channel arguments: keep-alive, message sizes (larger messages are answered
+    RESOURCE_EXHAUSTED by gRPC itself), and no SO_REUSEPORT, so a second server on a taken
+    port fails instead of sharing it."""
+    return [
+        *KEEPALIVE_OPTIONS,
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def channel_options(
+    max_message_bytes: int = ServerConfig.max_message_bytes,
+) -> list[tuple[str, int]]:
+    """The client side of ``server_options``: keep-alive and the same message-size limits."""
+    return [
+        *KEEPALIVE_OPTIONS,
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+_RECORD_KEYS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_KEYS})
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(config: ServerConfig) -> None:
+    """Log to standard error as text or JSON lines at the configured level."""
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+# --- assembly --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Running:
+    """A started server and the parts a shutdown needs."""
+
+    server: aio.Server
+    health: health_aio.HealthServicer
+    service: VcpuService
+    port: int
+    metrics: ServerMetrics | None = None
+
+    async def shutdown(self, grace: float) -> None:
+        """NOT_SERVING, stop accepting, let streams finish within ``grace``, log what was cut."""
+        streams = self.service.streams
+        await self.health.enter_graceful_shutdown()
+        log.info(
+            "shutting down: %d streams open, %.1f s grace",
+            len(streams.active),
+            grace,
+            extra={"streams": len(streams.active)},
+        )
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        await asyncio.wait((stopping,), timeout=grace)
+        cut = streams.cut_open()  # still open when the grace ran out: gRPC cancels them now
+        for info in cut:
+            log.warning("shutdown cut %s", info.describe(), extra={"vcpu_id": info.vcpu_id})
+        await stopping
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info("stopped; %d streams cut", len(cut), extra={"streams": len(cut)})
+
+
+async def _start(config: ServerConfig, observer: Observer) -> _Running:
+    metrics = ServerMetrics(config.metrics_listen, observer) if config.metrics_listen else None
+    if metrics is not None:
+        observer = metrics.observer
+    registry = Registry(config.max_vcpus, config.max_streams, observer)
+    service = VcpuService(registry, config)
+    interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
+    if metrics is not None:  # first, so it sees the status codes ErrorInterceptor sets
+        interceptors.insert(0, metrics.interceptor)
+    server = aio.server(options=server_options(config), interceptors=interceptors)
+    pb_grpc.add_VcpuServiceServicer_to_server(service, server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_name, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(config.listen)
+    except RuntimeError as exc:
+        reason = str(exc).split(";", 1)[0]  # gRPC's advice about GRPC_VERBOSITY is noise here
+        raise OSError(f"cannot listen on {config.listen}: {reason}") from None
+    if metrics is not None:
+        metrics.start()
+    await server.start()
+    return _Running(server, health, service, port, metrics)
+
+
+async def serve(config: ServerConfig, observer: Observer = NULL_OBSERVER) -> None:
+    """Run the server in the foreground until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await _start(config, observer)
+    host = config.listen.rpartition(":")[0]
+    log.info(
+        "serving vmxsim on %s:%d (max %d vCPUs, %d streams)", host, running.port,
+        config.max_vcpus, config.max_streams, extra={"port": running.port},
+    )  # fmt: skip
+    if not is_loopback(config.listen):
+        log.warning("listening on %s without TLS: anyone who can reach it can use it", host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    try:
+        await stop.wait()
+        await running.shutdown(config.grace_seconds)
+    finally:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+
+
+class BackgroundServer:
+    """A server on a daemon thread with its own event loop; a context manager that stops it."""
+
+    def __init__(self, config: ServerConfig, observer: Observer = NULL_OBSERVER) -> None:
+        self.config = config
+        self.port = 0
+        self.address = ""
+        self._observer = observer
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._grace = config.grace_seconds
+        self._thread = threading.Thread(target=self._run, name="vmxsim-server", daemon=True)
+
+    def start(self) -> BackgroundServer:
+        """Start serving; returns once the port is bound (raises what the start raised)."""
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start() when it happens before serving
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                log.exception("background server failed")
+
+    async def _main(self) -> None:
+        running = await _start(self.config, self._observer)
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        host = self.config.listen.rpartition(":")[0]
+        self.port = running.port
+        self.address = f"{host}:{running.port}"
+        self._ready.set()
+        await self._stop.wait()
+        await running.shutdown(self._grace)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Shut down (``grace`` seconds for open streams; default the config's) and wait."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            if grace is not None:
+                self._grace = grace
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_background(
+    config: ServerConfig | None = None, observer: Observer = NULL_OBSERVER
+) -> BackgroundServer:
+    """A serving ``BackgroundServer``; ``config`` None = loopback on a free port, no metrics."""
+    config = config or ServerConfig(listen="127.0.0.1:0", metrics_listen=None)
+    return BackgroundServer(config, observer).start()

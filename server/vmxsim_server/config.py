@@ -1,0 +1,222 @@
+"""The server's settings: one table of options from which the dataclass defaults are checked,
+the ``vmxsim serve`` flags, the ``VMXSIM_*`` environment variables and their help text derive.
+
+Precedence: command-line flag, then environment variable, then the default. Every value is
+validated in one place (``Option.parse``) and a bad one is reported as one line that names
+where it came from, e.g. ``VMXSIM_MAX_VCPUS: 'lots' is not an integer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = [
+    "OPTIONS",
+    "ConfigError",
+    "Option",
+    "ServerConfig",
+    "add_arguments",
+    "from_arguments",
+    "from_environment",
+    "is_loopback",
+]
+
+ENV_PREFIX = "VMXSIM_"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_DISABLED = ("", "off", "none")
+
+
+class ConfigError(ValueError):
+    """A setting that does not validate; the message is one line naming its source."""
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} has no port number 0..65535")
+    return text
+
+
+def _optional_address(text: str) -> str | None:
+    return None if text.strip().lower() in _DISABLED else _address(text)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text!r} must be a finite number of seconds >= 0")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: the ``ServerConfig`` attribute, how text becomes a value, and its help.
+
+    ``flag`` defaults to ``--`` + the attribute in kebab case; the environment variable is
+    ``VMXSIM_`` + the flag in upper snake case (``--grace`` -> ``VMXSIM_GRACE``).
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+    flag: str = ""
+
+    @property
+    def flag_name(self) -> str:
+        """The command-line flag, e.g. ``--max-vcpus``."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable, e.g. ``VMXSIM_MAX_VCPUS``."""
+        return ENV_PREFIX + self.flag_name.lstrip("-").replace("-", "_").upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", _address, "HOST:PORT", "gRPC listen address (port 0: any free port)"),
+    Option(
+        "metrics_listen",
+        _optional_address,
+        "HOST:PORT",
+        "Prometheus /metrics address; 'off' disables it",
+    ),
+    Option("max_vcpus", _count, "N", "most vCPUs (and VMs) the server holds at once"),
+    Option("max_streams", _count, "N", "most Drive/Replay streams open at once"),
+    Option("max_message_bytes", _count, "N", "largest gRPC message received or sent"),
+    Option("max_batch_exits", _count, "N", "most exits in one ExitBatch"),
+    Option(
+        "grace_seconds",
+        _seconds,
+        "SECONDS",
+        "on SIGTERM/SIGINT, how long open streams may finish before they are cut",
+        flag="--grace",
+    ),
+    Option("log_format", _choice(LOG_FORMATS), "|".join(LOG_FORMATS), "log line format"),
+    Option("log_level", _choice(LOG_LEVELS), "|".join(LOG_LEVELS), "least severe level logged"),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``serve`` and ``start_background`` need; validated on construction."""
+
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = "127.0.0.1:9464"
+    max_vcpus: int = 10_000
+    max_streams: int = 64
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_batch_exits: int = 100_000
+    grace_seconds: float = 5.0
+    log_format: str = "text"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            text = "off" if value is None else str(value)
+            try:
+                object.__setattr__(self, option.name, option.parse(text))
+            except ValueError as exc:
+                raise ConfigError(f"{option.name}: {exc}") from None
+
+    def with_changes(self, **changes: Any) -> ServerConfig:
+        """A copy with some settings changed (validated like a new one)."""
+        return replace(self, **changes)
+
+
+assert {f.name for f in fields(ServerConfig)} == set(BY_NAME), "OPTIONS and ServerConfig differ"
+
+
+def _parsed(option: Option, text: str, source: str) -> Any:
+    try:
+        return option.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _resolve(
+    given: Mapping[str, str], environ: Mapping[str, str] | None, base: ServerConfig | None
+) -> ServerConfig:
+    """``base`` with each option taken from ``given`` (by flag), else from the environment."""
+    environ = os.environ if environ is None else environ
+    changes = {}
+    for option in OPTIONS:
+        if option.name in given:
+            changes[option.name] = _parsed(option, given[option.name], option.flag_name)
+        elif option.env in environ:
+            changes[option.name] = _parsed(option, environ[option.env], option.env)
+    return replace(base or ServerConfig(), **changes)
+
+
+def from_environment(
+    environ: Mapping[str, str] | None = None, base: ServerConfig | None = None
+) -> ServerConfig:
+    """``base`` (default: the defaults) with every ``VMXSIM_*`` variable that is set applied."""
+    return _resolve({}, environ, base)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option; the help names its environment variable and default."""
+    defaults = ServerConfig()
+    for option in OPTIONS:
+        default = getattr(defaults, option.name)
+        shown = "off" if default is None else default
+        parser.add_argument(
+            option.flag_name,
+            dest=option.name,
+            metavar=option.metavar,
+            default=None,
+            help=f"{option.help} (env {option.env}; default {shown})",
+        )
+
+
+def from_arguments(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """The configuration from parsed flags, falling back to the environment, then defaults."""
+    given = {o.name: v for o in OPTIONS if (v := getattr(args, o.name, None)) is not None}
+    return _resolve(given, environ, None)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT listens on a loopback interface only (``localhost`` counts)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,323 @@
+"""The VMs and vCPUs a server holds, their limits, and who may drive a vCPU.
+
+- Ids are ``vm-N`` and ``vcpu-N``, never reused within a server's life.
+- Each vCPU owns a core ``Vcpu``, an ``Engine`` (profile + latency mode) and a lock: every core
+  call on a vCPU runs under its lock, so calls on one vCPU are serialised and calls on different
+  vCPUs run concurrently (the service runs them on worker threads). Memory-touching
+  instructions also take their VM's lock, because a VM's memory is shared by its vCPUs.
+- At most one stream (Drive or Replay) drives a vCPU at a time (``claim``); a second one gets
+  ``StateError``. ``stream_slot`` bounds the streams open at once.
+- Limits raise ``LimitExceeded``; unknown ids ``NotFound``; every change of the VM or vCPU count
+  is reported to the observer.
+
+No gRPC here: the service translates these objects and exceptions to the wire.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .observe import NULL_OBSERVER, Observer
+from .vmx import snapshot as snapshots
+from .vmx.capabilities import Capabilities
+from .vmx.engine import BatchStats, Engine
+from .vmx.exceptions import InvalidArgument, LimitExceeded, NotFound, StateError
+from .vmx.latency import LatencyModel
+from .vmx.memory import PhysicalMemory
+from .vmx.profiles import Profile, available_profiles, load_profile
+from .vmx.records import ExitBatch
+from .vmx.vcpu import Vcpu
+
+__all__ = ["DEFAULT_PROFILE", "Registry", "VcpuEntry", "VmEntry"]
+
+DEFAULT_PROFILE = "kvm"
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class VmEntry:
+    """A VM: its id, its guest-physical memory and the ids of its vCPUs in creation order."""
+
+    vm_id: str
+    maxphyaddr: int
+    memory: PhysicalMemory
+    vcpu_ids: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(eq=False)
+class VcpuEntry:
+    """A vCPU: the core ``Vcpu`` and ``Engine`` with its profile and mode, and its lock."""
+
+    vcpu_id: str
+    vm: VmEntry
+    profile: str
+    mode: str
+    vcpu: Vcpu
+    engine: Engine
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    injected_exits: int = 0
+    streaming: bool = False
+
+    @property
+    def exits(self) -> int:
+        """Every exit this vCPU handled: driven, replayed and injected."""
+        return self.engine.totals.exits + self.injected_exits
+
+
+def _profile(name: str) -> Profile:
+    """A bundled profile by name; a remote caller may not make the server read files."""
+    name = name or DEFAULT_PROFILE
+    known = available_profiles()
+    if name not in known:
+        raise InvalidArgument(f"unknown profile {name!r} (known: {', '.join(known)})")
+    return load_profile(name)
+
+
+class Registry:
+    """Every VM and vCPU of one server. Thread-safe."""
+
+    def __init__(
+        self, max_vcpus: int = 10_000, max_streams: int = 64, observer: Observer = NULL_OBSERVER
+    ) -> None:
+        self.max_vcpus = max_vcpus
+        self.max_streams = max_streams
+        self.observer = observer
+        self._lock = threading.Lock()
+        self._vms: dict[str, VmEntry] = {}
+        self._vcpus: dict[str, VcpuEntry] = {}
+        self._vm_ids = itertools.count(1)
+        self._vcpu_ids = itertools.count(1)
+        self._streams = 0
+        self._latency: dict[str, LatencyModel] = {}
+
+    # --- VMs -----------------------------------------------------------------------------------
+
+    def create_vm(self, maxphyaddr: int = 0) -> VmEntry:
+        """A new empty VM (``maxphyaddr`` 0 = the default capabilities' 46)."""
+        maxphyaddr = maxphyaddr or Capabilities().maxphyaddr
+        if not 32 <= maxphyaddr <= 52:
+            raise InvalidArgument(f"MAXPHYADDR {maxphyaddr} is outside 32..52")
+        with self._lock:
+            vm = self._add_vm(maxphyaddr)
+        self._counts_changed()
+        return vm
+
+    def _add_vm(self, maxphyaddr: int) -> VmEntry:
+        if len(self._vms) >= self.max_vcpus:
+            raise LimitExceeded(f"this server holds at most {self.max_vcpus} VMs")
+        vm = VmEntry(f"vm-{next(self._vm_ids)}", maxphyaddr, PhysicalMemory(maxphyaddr))
+        self._vms[vm.vm_id] = vm
+        return vm
+
+    def list_vms(self) -> list[VmEntry]:
+        """Every VM, in creation order."""
+        with self._lock:
+            return list(self._vms.values())
+
+    def get_vm(self, vm_id: str) -> VmEntry:
+        """The VM ``vm_id``; ``NotFound`` when there is none."""
+        with self._lock:
+            return self._vm(vm_id)
+
+    def _vm(self, vm_id: str) -> VmEntry:
+        vm = self._vms.get(vm_id)
+        if vm is None:
+            raise NotFound(f"no VM {vm_id!r} on this server")
+        return vm
+
+    def delete_vm(self, vm_id: str) -> list[str]:
+        """Delete a VM and its vCPUs; returns the deleted vCPU ids."""
+        with self._lock:
+            vm = self._vm(vm_id)
+            busy = [i for i in vm.vcpu_ids if self._vcpus[i].streaming]
+            if busy:
+                raise StateError(f"{vm_id} has vCPUs driven by a stream: {', '.join(busy)}")
+            for vcpu_id in vm.vcpu_ids:
+                del self._vcpus[vcpu_id]
+            del self._vms[vm_id]
+        self._counts_changed()
+        return list(vm.vcpu_ids)
+
+    # --- vCPUs ---------------------------------------------------------------------------------
+
+    def latency_model(self, mode: str) -> LatencyModel:
+        """The shared (stateless) latency model of a mode; ``InvalidArgument`` when unknown."""
+        model = self._latency.get(mode)
+        if model is None:
+            model = self._latency.setdefault(mode, LatencyModel(mode))
+        return model
+
+    def create_vcpu(
+        self,
+        vm_id: str = "",
+        profile: str = "",
+        mode: str = "native",
+        capabilities: dict[str, Any] | None = None,
+    ) -> VcpuEntry:
+        """A new vCPU outside VMX operation.
+
+        ``vm_id`` empty = a new VM. ``capabilities`` overrides the defaults; MAXPHYADDR defaults
+        to the VM's and must equal it.
+        """
+        loaded = _profile(profile)
+        latency = self.latency_model(mode)
+        changes = dict(capabilities or {})
+        with self._lock:
+            vm = self._vm(vm_id) if vm_id else None
+            if vm is not None:
+                changes.setdefault("maxphyaddr", vm.maxphyaddr)
+            caps = _capabilities(changes)
+            if vm is not None and caps.maxphyaddr != vm.maxphyaddr:
+                raise InvalidArgument(
+                    f"MAXPHYADDR {caps.maxphyaddr} differs from {vm.vm_id}'s {vm.maxphyaddr}"
+                )
+            entry = self._add_vcpu(vm, caps, loaded, mode, latency, lambda m: Vcpu(m, caps))
+        self._counts_changed()
+        return entry
+
+    def _add_vcpu(
+        self,
+        vm: VmEntry | None,
+        caps: Capabilities,
+        profile: Profile,
+        mode: str,
+        latency: LatencyModel,
+        build: Callable[[PhysicalMemory], Vcpu],
+    ) -> VcpuEntry:
+        """Register a vCPU (caller holds ``_lock``); a new VM when ``vm`` is None."""
+        if len(self._vcpus) >= self.max_vcpus:
+            raise LimitExceeded(f"this server holds at most {self.max_vcpus} vCPUs")
+        if vm is None:
+            vm = self._add_vm(caps.maxphyaddr)
+        with vm.lock:
+            vcpu = build(vm.memory)
+        entry = VcpuEntry(
+            f"vcpu-{next(self._vcpu_ids)}",
+            vm,
+            profile.name,
+            mode,
+            vcpu,
+            Engine(vcpu, profile, latency),
+        )
+        self._vcpus[entry.vcpu_id] = entry
+        vm.vcpu_ids.append(entry.vcpu_id)
+        return entry
+
+    def list_vcpus(self, vm_id: str = "") -> list[VcpuEntry]:
+        """Every vCPU, or those of one VM, in creation order."""
+        with self._lock:
+            if vm_id:
+                return [self._vcpus[i] for i in self._vm(vm_id).vcpu_ids]
+            return list(self._vcpus.values())
+
+    def get(self, vcpu_id: str) -> VcpuEntry:
+        """The vCPU ``vcpu_id``; ``NotFound`` when there is none."""
+        with self._lock:
+            entry = self._vcpus.get(vcpu_id)
+        if entry is None:
+            raise NotFound(f"no vCPU {vcpu_id!r} on this server")
+        return entry
+
+    def delete_vcpu(self, vcpu_id: str, force: bool = False) -> None:
+        """Delete a vCPU (its VM and memory stay); ``StateError`` while a stream drives it."""
+        with self._lock:
+            entry = self._vcpus.get(vcpu_id)
+            if entry is None:
+                raise NotFound(f"no vCPU {vcpu_id!r} on this server")
+            if entry.streaming and not force:
+                raise StateError(f"{vcpu_id} is driven by a stream; end the stream first")
+            del self._vcpus[vcpu_id]
+            entry.vm.vcpu_ids.remove(vcpu_id)
+        self._counts_changed()
+
+    def _counts_changed(self) -> None:
+        with self._lock:
+            vms, vcpus = len(self._vms), len(self._vcpus)
+        self.observer.on_counts_changed(vms, vcpus)
+
+    # --- streams -------------------------------------------------------------------------------
+
+    @contextmanager
+    def stream_slot(self) -> Iterator[None]:
+        """Hold one of ``max_streams`` stream slots; ``LimitExceeded`` when none is free."""
+        with self._lock:
+            if self._streams >= self.max_streams:
+                raise LimitExceeded(
+                    f"this server serves at most {self.max_streams} streams at once"
+                )
+            self._streams += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streams -= 1
+
+    @contextmanager
+    def claim(self, vcpu_id: str) -> Iterator[VcpuEntry]:
+        """Make the calling stream the only one driving ``vcpu_id`` until the block ends."""
+        with self._lock:
+            entry = self._vcpus.get(vcpu_id)
+            if entry is None:
+                raise NotFound(f"no vCPU {vcpu_id!r} on this server")
+            if entry.streaming:
+                raise StateError(f"{vcpu_id} is already driven by another stream")
+            entry.streaming = True
+        try:
+            yield entry
+        finally:
+            with self._lock:
+                entry.streaming = False
+
+    # --- core calls ----------------------------------------------------------------------------
+
+    def run_batch(self, entry: VcpuEntry, batch: ExitBatch, per_exit: bool) -> BatchStats:
+        """Run a batch of exits on a vCPU (under its lock) and tell the observer."""
+        with entry.lock:
+            stats = entry.engine.run_batch(batch, per_exit)
+        self.observer.on_batch(entry.profile, entry.mode, stats)
+        return stats
+
+    def with_vcpu(self, entry: VcpuEntry, call: Callable[[VcpuEntry], T]) -> T:
+        """Run ``call(entry)`` under the vCPU's lock and its VM's memory lock."""
+        with entry.lock, entry.vm.lock:
+            return call(entry)
+
+    def snapshot(self, entry: VcpuEntry) -> bytes:
+        """The snapshot bytes of a vCPU (taken between its batches)."""
+        return self.with_vcpu(
+            entry,
+            lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, e.injected_exits),
+        )
+
+    def restore(self, data: bytes, vm_id: str = "") -> VcpuEntry:
+        """A new vCPU from snapshot bytes, in a new VM or in ``vm_id`` (whose memory receives
+        the snapshot's words and VMCS regions)."""
+        saved = snapshots.load(data)
+        profile = _profile(saved.profile)
+        latency = self.latency_model(saved.mode)
+        caps = saved.capabilities
+        with self._lock:
+            vm = self._vm(vm_id) if vm_id else None
+            if vm is not None and vm.maxphyaddr != caps.maxphyaddr:
+                raise InvalidArgument(
+                    f"the snapshot's MAXPHYADDR {caps.maxphyaddr} differs from {vm.vm_id}'s"
+                    f" {vm.maxphyaddr}"
+                )
+            entry = self._add_vcpu(vm, caps, profile, saved.mode, latency, saved.restore_vcpu)
+            saved.restore_engine(entry.engine)
+            entry.injected_exits = saved.injected_exits
+        self._counts_changed()
+        return entry
+
+
+def _capabilities(changes: dict[str, Any]) -> Capabilities:
+    try:
+        return Capabilities(**changes)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"invalid capabilities: {exc}") from None

@@ -1,0 +1,320 @@
+"""The ``vmxsim.v1.VcpuService`` servicer on ``grpc.aio``: thin, typed ``(request, context)``
+methods that translate the wire to the registry and the core and back.
+
+Core exceptions propagate to ``status.ErrorInterceptor``, which turns them into status codes.
+Emulation work (instructions, batches, snapshots) runs on worker threads under the vCPU's lock,
+so the event loop keeps answering other calls and health checks meanwhile. Streams check their
+deadline between batches, and ``Streams`` keeps a record of open streams so a shutdown can log
+which ones it cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from grpc import aio
+
+from vmxsim.v1 import vmxsim_pb2 as pb
+from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
+
+from .config import ServerConfig
+from .execute import execute
+from .registry import Registry, VcpuEntry
+from .translate import (
+    batch_stats,
+    capability_changes,
+    exit_batch,
+    mode_from_pb,
+    run_summary,
+    vcpu_message,
+    vm_message,
+)
+from .vmx.engine import BatchStats
+from .vmx.exceptions import InvalidArgument, StateError
+from .vmx.snapshot import FORMAT_VERSION
+
+__all__ = ["SERVICE_NAME", "StreamInfo", "Streams", "VcpuService"]
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VcpuService"].full_name
+log = logging.getLogger("vmxsim.server")
+T = TypeVar("T")
+Context = aio.ServicerContext[Any, Any]
+
+
+@dataclass
+class StreamInfo:
+    """One open Drive or Replay stream, for logs: what it drives and how far it got."""
+
+    kind: str
+    number: int
+    vcpu_id: str = ""
+    batches: int = 0
+    exits: int = 0
+    cut: bool = False
+
+    def describe(self) -> str:
+        """E.g. ``Drive stream 3 on vcpu-1 (12 batches, 12000 exits)``."""
+        target = f" on {self.vcpu_id}" if self.vcpu_id else ""
+        return (
+            f"{self.kind} stream {self.number}{target} ({self.batches} batches, {self.exits} exits)"
+        )
+
+
+class Streams:
+    """The streams open now; a shutdown marks those it cuts."""
+
+    def __init__(self) -> None:
+        self.active: dict[int, StreamInfo] = {}
+        self._numbers = itertools.count(1)
+
+    def cut_open(self) -> list[StreamInfo]:
+        """Mark every open stream as cut (the shutdown's grace ran out) and return them."""
+        cut = list(self.active.values())
+        for info in cut:
+            info.cut = True
+        return cut
+
+    @contextmanager
+    def track(self, kind: str) -> Iterator[StreamInfo]:
+        """Record a stream while it is open; log one line when it ends."""
+        info = StreamInfo(kind, next(self._numbers))
+        self.active[info.number] = info
+        ending = "ended"
+        try:
+            yield info
+        except Exception:
+            ending = "failed"
+            raise
+        except BaseException:  # cancelled: the client went away or the deadline passed
+            ending = "cancelled"
+            raise
+        finally:
+            del self.active[info.number]
+            log.info(
+                "%s %s",
+                info.describe(),
+                "cut by the shutdown" if info.cut else ending,
+                extra={"vcpu_id": info.vcpu_id, "batches": info.batches, "exits": info.exits},
+            )
+
+
+def _check_deadline(context: Context, info: StreamInfo) -> None:
+    """Stop a stream whose deadline passed while its last batch ran (DEADLINE_EXCEEDED)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise TimeoutError(f"deadline exceeded after {info.batches} batches ({info.exits} exits)")
+
+
+class VcpuService(pb_grpc.VcpuServiceServicer):
+    """vmxsim's one gRPC service over a ``Registry``."""
+
+    def __init__(self, registry: Registry, config: ServerConfig) -> None:
+        self.registry = registry
+        self.config = config
+        self.streams = Streams()
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(call, *args)
+
+    @contextmanager
+    def _stream(self, kind: str) -> Iterator[StreamInfo]:
+        """Hold a stream slot and track the stream while it is open."""
+        with self.registry.stream_slot(), self.streams.track(kind) as info:
+            yield info
+
+    # --- VMs and vCPUs -------------------------------------------------------------------------
+
+    async def CreateVm(self, request: pb.CreateVmRequest, context: Context) -> pb.CreateVmResponse:
+        return pb.CreateVmResponse(vm=vm_message(self.registry.create_vm(request.maxphyaddr)))
+
+    async def ListVms(self, request: pb.ListVmsRequest, context: Context) -> pb.ListVmsResponse:
+        return pb.ListVmsResponse(vms=[vm_message(vm) for vm in self.registry.list_vms()])
+
+    async def DeleteVm(self, request: pb.DeleteVmRequest, context: Context) -> pb.DeleteVmResponse:
+        deleted = self.registry.delete_vm(request.vm_id)
+        log.info(
+            "deleted %s with %d vCPUs", request.vm_id, len(deleted), extra={"vm_id": request.vm_id}
+        )
+        return pb.DeleteVmResponse()
+
+    async def CreateVcpu(
+        self, request: pb.CreateVcpuRequest, context: Context
+    ) -> pb.CreateVcpuResponse:
+        changes = (
+            capability_changes(request.capabilities) if request.HasField("capabilities") else {}
+        )
+        entry = self.registry.create_vcpu(
+            request.vm_id, request.profile, mode_from_pb(request.mode), changes
+        )
+        log.debug(
+            "created %s in %s (%s, %s)", entry.vcpu_id, entry.vm.vm_id, entry.profile, entry.mode,
+            extra={"vcpu_id": entry.vcpu_id},
+        )  # fmt: skip
+        return pb.CreateVcpuResponse(vcpu=vcpu_message(entry))
+
+    async def ListVcpus(
+        self, request: pb.ListVcpusRequest, context: Context
+    ) -> pb.ListVcpusResponse:
+        entries = self.registry.list_vcpus(request.vm_id)
+        return pb.ListVcpusResponse(vcpus=[vcpu_message(entry) for entry in entries])
+
+    async def GetVcpu(self, request: pb.GetVcpuRequest, context: Context) -> pb.GetVcpuResponse:
+        return pb.GetVcpuResponse(vcpu=vcpu_message(self.registry.get(request.vcpu_id)))
+
+    async def DeleteVcpu(
+        self, request: pb.DeleteVcpuRequest, context: Context
+    ) -> pb.DeleteVcpuResponse:
+        self.registry.delete_vcpu(request.vcpu_id)
+        log.debug("deleted %s", request.vcpu_id, extra={"vcpu_id": request.vcpu_id})
+        return pb.DeleteVcpuResponse()
+
+    # --- raw VMX instructions ------------------------------------------------------------------
+
+    async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
+        entry = self.registry.get(request.vcpu_id)
+        run = partial(
+            execute,
+            instructions=request.instructions,
+            stop_on_failure=request.stop_on_failure,
+            observer=self.registry.observer,
+        )
+        results = await self._in_thread(self.registry.with_vcpu, entry, run)
+        return pb.ExecuteResponse(results=results)
+
+    # --- streams -------------------------------------------------------------------------------
+
+    async def _run_batch(
+        self,
+        entry: VcpuEntry,
+        message: pb.ExitBatch,
+        per_exit: bool,
+        info: StreamInfo,
+        context: Context,
+    ) -> BatchStats:
+        _check_deadline(context, info)
+        batch = exit_batch(message, self.config.max_batch_exits)
+        stats = await self._in_thread(self.registry.run_batch, entry, batch, per_exit)
+        info.batches += 1
+        info.exits += stats.exits
+        return stats
+
+    async def Drive(
+        self, request_iterator: AsyncIterator[pb.DriveRequest], context: Context
+    ) -> AsyncIterator[pb.DriveResponse]:
+        with self._stream("Drive") as info:
+            requests = aiter(request_iterator)
+            first = await anext(requests, None)
+            if first is None:
+                return
+            if not first.vcpu_id:
+                raise InvalidArgument("the first DriveRequest must name a vcpu_id")
+            with self.registry.claim(first.vcpu_id) as entry:
+                info.vcpu_id = entry.vcpu_id
+                request: pb.DriveRequest | None = first
+                while request is not None:
+                    if request.vcpu_id not in ("", entry.vcpu_id):
+                        raise InvalidArgument(
+                            f"this stream drives {entry.vcpu_id}, not {request.vcpu_id!r}"
+                        )
+                    if request.HasField("batch"):
+                        stats = await self._run_batch(
+                            entry, request.batch, request.per_exit, info, context
+                        )
+                        yield pb.DriveResponse(stats=batch_stats(stats, request.per_exit))
+                    request = await anext(requests, None)
+
+    async def Replay(
+        self, request_iterator: AsyncIterator[pb.ReplayRequest], context: Context
+    ) -> AsyncIterator[pb.ReplayResponse]:
+        with self._stream("Replay") as info:
+            requests = aiter(request_iterator)
+            first = await anext(requests, None)
+            if first is None:
+                return
+            if first.WhichOneof("kind") != "start":
+                raise InvalidArgument("the first ReplayRequest must be a ReplayStart")
+            start = first.start
+            if start.resume_token:
+                raise StateError("this server issues no resume tokens; start a new replay")
+            vcpu_id, temporary_vm = start.vcpu_id, ""
+            if not vcpu_id:  # a temporary vCPU in a VM of its own, deleted at the end
+                made = self.registry.create_vcpu("", start.profile, mode_from_pb(start.mode))
+                vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
+            try:
+                with self.registry.claim(vcpu_id) as entry:
+                    info.vcpu_id = entry.vcpu_id
+                    async for response in self._replay(entry, start, requests, info, context):
+                        yield response
+            finally:
+                if temporary_vm:
+                    self.registry.delete_vm(temporary_vm)
+
+    async def _replay(
+        self,
+        entry: VcpuEntry,
+        start: pb.ReplayStart,
+        requests: AsyncIterator[pb.ReplayRequest],
+        info: StreamInfo,
+        context: Context,
+    ) -> AsyncIterator[pb.ReplayResponse]:
+        totals = BatchStats()
+        skipped = start.skipped
+        unknown = Counter(dict(start.unknown_reasons))
+        last: int | None = None
+        async for request in requests:
+            kind = request.WhichOneof("kind")
+            if kind == "batch":
+                sequence = request.batch.sequence
+                if last is not None and sequence <= last:
+                    raise InvalidArgument(f"batch sequence {sequence} does not follow {last}")
+                stats = await self._run_batch(entry, request.batch, start.per_exit, info, context)
+                totals.add(stats)
+                last = sequence
+                progress = pb.ReplayProgress(
+                    acked_sequence=sequence,
+                    exits=totals.exits,
+                    batch=batch_stats(stats, start.per_exit),
+                )
+                yield pb.ReplayResponse(progress=progress)
+            elif kind == "end":
+                skipped += request.end.skipped
+                unknown.update(dict(request.end.unknown_reasons))
+                summary = run_summary(totals, entry.profile, entry.mode, skipped, dict(unknown))
+                yield pb.ReplayResponse(summary=summary)
+                return
+            else:
+                raise InvalidArgument(
+                    f"a ReplayRequest after the start must be a batch or the end, not {kind}"
+                )
+        raise InvalidArgument("the replay stream closed before its ReplayEnd")
+
+    # --- stats and snapshots -------------------------------------------------------------------
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
+        entry = self.registry.get(request.vcpu_id)
+        summary = await self._in_thread(
+            self.registry.with_vcpu,
+            entry,
+            lambda e: run_summary(e.engine.totals, e.profile, e.mode),
+        )
+        return pb.GetStatsResponse(summary=summary)
+
+    async def Snapshot(self, request: pb.SnapshotRequest, context: Context) -> pb.SnapshotResponse:
+        entry = self.registry.get(request.vcpu_id)
+        data = await self._in_thread(self.registry.snapshot, entry)
+        return pb.SnapshotResponse(data=data, format_version=FORMAT_VERSION)
+
+    async def Restore(self, request: pb.RestoreRequest, context: Context) -> pb.RestoreResponse:
+        entry = await self._in_thread(self.registry.restore, request.data, request.vm_id)
+        log.info(
+            "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
+        )
+        return pb.RestoreResponse(vcpu=vcpu_message(entry))

@@ -1,0 +1,121 @@
+"""Core exceptions -> gRPC status codes, in one place (an aio server interceptor).
+
+    InvalidArgument (UnknownField, UnknownReason, ProfileError) -> INVALID_ARGUMENT
+    SnapshotError                                               -> INVALID_ARGUMENT
+    NotFound                                                    -> NOT_FOUND
+    StateError                                                  -> FAILED_PRECONDITION
+    LimitExceeded                                               -> RESOURCE_EXHAUSTED
+    TimeoutError (a stream's deadline passed between batches)   -> DEADLINE_EXCEEDED
+    anything else                       -> INTERNAL with a generic message; the traceback is logged
+
+The message of a mapped error is the exception's own one-line text, never a traceback.
+Architectural outcomes are not errors and never reach this module (DESIGN.md "Service").
+Only vmxsim's own service is wrapped; health and reflection keep their behaviour.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from .vmx.exceptions import (
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    SnapshotError,
+    StateError,
+)
+
+__all__ = ["ErrorInterceptor", "status_of"]
+
+log = logging.getLogger("vmxsim.server")
+
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (SnapshotError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (StateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+INTERNAL_MESSAGE = "internal server error (the server log has the details)"
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message an exception is answered with."""
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code, str(exc) or kind.__name__
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+async def _abort(exc: Exception, method: str, context: aio.ServicerContext[Any, Any]) -> None:
+    code, message = status_of(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("rpc %s failed unexpectedly", method, extra={"method": method})
+    else:
+        log.info("rpc %s answered %s: %s", method, code.name, message, extra={"method": method})
+    await context.abort(code, message)
+
+
+def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behaviour(request, context)
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(exc, method, context)
+
+    return call
+
+
+def _wrap_stream(behaviour: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
+    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for response in behaviour(request, context):
+                yield response
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(exc, method, context)
+
+    return call
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Wraps every method of the services whose full names start with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(self.prefix):
+            return handler
+        name = method.rsplit("/", 1)[-1]
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, name), **codecs
+            )
+        if handler.stream_stream and inspect.isasyncgenfunction(handler.stream_stream):
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, name), **codecs
+            )
+        return handler  # vmxsim has no unary-stream or stream-unary methods

@@ -1,0 +1,164 @@
+"""Protobuf <-> core translation for the service: VMs, vCPUs, capabilities, exit batches, stats.
+
+Nothing here emulates; every function maps one wire message to a core object or back. Exit
+batches stay packed columns on both sides (``list()`` of a repeated scalar field is one C-level
+copy), so no per-exit Python object is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmxsim.v1 import vmxsim_pb2 as pb
+
+from .registry import VcpuEntry, VmEntry
+from .vmx.capabilities import Capabilities
+from .vmx.engine import BatchStats
+from .vmx.exceptions import InvalidArgument, LimitExceeded
+from .vmx.latency import MODES
+from .vmx.records import ExitBatch
+from .vmx.summary import INSTRUCTIONS, reason_name, summary
+from .vmx.vcpu import Mode
+
+__all__ = [
+    "batch_stats",
+    "capability_changes",
+    "exit_batch",
+    "mode_from_pb",
+    "mode_to_pb",
+    "run_summary",
+    "vcpu_message",
+    "vm_message",
+]
+
+_MODE_TO_PB: dict[str, pb.LatencyMode.ValueType] = {
+    name: pb.LatencyMode.Value("LATENCY_MODE_" + name.upper().replace("-", "_")) for name in MODES
+}
+_MODE_FROM_PB = {value: name for name, value in _MODE_TO_PB.items()}
+_VCPU_MODES = {mode: pb.VcpuMode.Value(f"VCPU_MODE_{mode.name}") for mode in Mode}
+_CAPABILITIES = ("revision_id", "maxphyaddr", "vmx_misc_bit29", "vmcs_shadowing",
+                 "cr3_target_count", "feature_control")  # fmt: skip
+_BATCH_COLUMNS = ("rip", "qualification", "info2", "intr_info", "error_code",
+                  "guest_physical_address", "instruction_len", "timestamp")  # fmt: skip
+
+
+def mode_from_pb(value: int) -> str:
+    """A request's latency mode as the core's name (unspecified = native)."""
+    if value == pb.LATENCY_MODE_UNSPECIFIED:
+        return "native"
+    name: str | None = _MODE_FROM_PB.get(value)  # type: ignore[call-overload]
+    if name is None:
+        known = ", ".join(pb.LatencyMode.Name(v) for v in _MODE_TO_PB.values())
+        raise InvalidArgument(f"unknown latency mode {value} (known: {known})")
+    return name
+
+
+def mode_to_pb(name: str) -> pb.LatencyMode.ValueType:
+    """The core's mode name as the wire enum."""
+    return _MODE_TO_PB[name]
+
+
+def capability_changes(message: pb.Capabilities) -> dict[str, Any]:
+    """The capabilities a request sets (unset fields keep the server's default)."""
+    return {
+        name: getattr(message, name)
+        for name in _CAPABILITIES
+        if message.HasField(name)  # type: ignore[arg-type]
+    }
+
+
+def _capabilities_message(caps: Capabilities) -> pb.Capabilities:
+    return pb.Capabilities(**{name: getattr(caps, name) for name in _CAPABILITIES})
+
+
+def vm_message(vm: VmEntry) -> pb.Vm:
+    """A VM on the wire."""
+    return pb.Vm(vm_id=vm.vm_id, maxphyaddr=vm.maxphyaddr, vcpu_ids=list(vm.vcpu_ids))
+
+
+def vcpu_message(entry: VcpuEntry) -> pb.Vcpu:
+    """A vCPU's current state on the wire."""
+    vcpu = entry.vcpu
+    return pb.Vcpu(
+        vcpu_id=entry.vcpu_id,
+        vm_id=entry.vm.vm_id,
+        profile=entry.profile,
+        mode=mode_to_pb(entry.mode),
+        capabilities=_capabilities_message(vcpu.capabilities),
+        vcpu_mode=_VCPU_MODES[vcpu.mode],
+        current_vmcs_pointer=vcpu.current_pointer,
+        exits=entry.exits,
+    )
+
+
+def exit_batch(message: pb.ExitBatch, max_exits: int) -> ExitBatch:
+    """A wire batch as the core's packed columns; the engine checks the integer columns'
+    lengths and ranges, this checks the batch size and the timestamps."""
+    n = len(message.reason)
+    if n > max_exits:
+        raise LimitExceeded(f"batch {message.sequence} has {n} exits; the limit is {max_exits}")
+    if message.timestamp and len(message.timestamp) != n:
+        raise InvalidArgument(
+            f"column timestamp has {len(message.timestamp)} values for {n} exits (give all or none)"
+        )
+    columns = {name: list(getattr(message, name)) for name in _BATCH_COLUMNS}
+    return ExitBatch(list(message.reason), sequence=message.sequence, **columns)
+
+
+def _counts(stats: BatchStats) -> pb.InstructionCounts:
+    return pb.InstructionCounts(**{name: getattr(stats.counters, name) for name in INSTRUCTIONS})
+
+
+def batch_stats(stats: BatchStats, per_exit: bool) -> pb.BatchStats:
+    """One batch's stats on the wire; per-exit arrays only when ``per_exit``."""
+    message = pb.BatchStats(
+        sequence=stats.sequence,
+        exits=stats.exits,
+        instructions=_counts(stats),
+        cache_hits=stats.counters.hits,
+        cache_misses=stats.counters.misses,
+        simulated_seconds=stats.simulated_seconds,
+    )
+    for number, totals in stats.by_reason.items():
+        message.by_reason[reason_name(number)].CopyFrom(
+            pb.ReasonStats(
+                exits=totals.exits,
+                vmread=totals.vmread,
+                vmwrite=totals.vmwrite,
+                simulated_seconds=totals.simulated_seconds,
+            )
+        )
+    if per_exit:
+        message.vmreads_per_exit.extend(stats.per_exit_vmread)
+        message.vmwrites_per_exit.extend(stats.per_exit_vmwrite)
+        message.latency_seconds_per_exit.extend(stats.per_exit_seconds)
+    return message
+
+
+def run_summary(
+    stats: BatchStats,
+    profile: str,
+    mode: str,
+    skipped: int = 0,
+    unknown: dict[str, int] | None = None,
+) -> pb.RunSummary:
+    """The core's run summary (DESIGN.md "Machine-readable output") on the wire."""
+    doc = summary(stats, profile, mode, skipped, unknown)
+    message = pb.RunSummary(
+        profile=profile,
+        mode=mode_to_pb(mode),
+        mode_name=mode,
+        exits=doc["exits"],
+        skipped=skipped,
+        unknown_reasons=doc["unknown_reasons"],
+        instructions=_counts(stats),
+        per_exit=pb.PerExit(
+            vmread=pb.Distribution(**doc["per_exit"]["vmread"]),
+            vmwrite=pb.Distribution(**doc["per_exit"]["vmwrite"]),
+        ),
+        cache=pb.CacheCounts(**doc["cache"]),
+        simulated_seconds=doc["simulated_seconds"],
+    )
+    for name, totals in doc["by_reason"].items():
+        message.by_reason[name].CopyFrom(pb.ReasonStats(**totals))
+    return message

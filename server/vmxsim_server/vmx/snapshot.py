@@ -1,0 +1,383 @@
+"""vCPU snapshots: one vCPU, its VM's memory and its engine's run as versioned bytes.
+
+Format (version 1)::
+
+    b"VMXSNAP" | version: uint16 big-endian | CRC32 of the payload: uint32 big-endian | payload
+
+The payload is zlib-compressed JSON. VMCS values and cache masks are stored by field name, not
+by bit position, so the meaning of a snapshot does not depend on the order of the field table.
+``load`` checks the magic, the version, the CRC and the shape of every member, and raises
+``SnapshotError`` with a one-line reason for anything it cannot restore.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .cache import Counters
+from .capabilities import Capabilities
+from .engine import BatchStats, Engine, ReasonTotals
+from .exceptions import SnapshotError
+from .fields import BY_NAME, FIELDS, Access
+from .memory import PhysicalMemory
+from .vcpu import INVALID_POINTER, Mode, Vcpu
+from .vmcs import LaunchState
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "Snapshot", "dump", "load"]
+
+MAGIC = b"VMXSNAP"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">7sHI")
+_U64 = (1 << 64) - 1
+_COUNTER_NAMES = tuple(f.name for f in fields(Counters))
+_CAPABILITY_NAMES = tuple(f.name for f in fields(Capabilities))
+
+
+# --- dump ------------------------------------------------------------------------------------
+
+
+def _names(mask: int) -> list[str]:
+    return [f.name for f in FIELDS if mask >> f.bit & 1]
+
+
+def _pairs(hist: Counter[Any]) -> list[list[Any]]:
+    return [[value, count] for value, count in sorted(hist.items())]
+
+
+def _totals_doc(totals: BatchStats) -> dict[str, Any]:
+    return {
+        "exits": totals.exits,
+        "counters": {name: getattr(totals.counters, name) for name in _COUNTER_NAMES},
+        "simulated_seconds": totals.simulated_seconds,
+        "by_reason": [
+            [reason, t.exits, t.vmread, t.vmwrite, t.simulated_seconds]
+            for reason, t in sorted(totals.by_reason.items())
+        ],
+        "vmread_hist": _pairs(totals.vmread_hist),
+        "vmwrite_hist": _pairs(totals.vmwrite_hist),
+        "latency_hist": _pairs(totals.latency_hist),
+        "sequence": totals.sequence,
+    }
+
+
+def dump(
+    vcpu: Vcpu, profile: str, mode: str, engine: Engine | None = None, injected_exits: int = 0
+) -> bytes:
+    """The snapshot bytes of ``vcpu`` (with its VM's memory), its profile name, latency mode
+    and, when given, its engine's totals and cache state."""
+    memory = vcpu.memory
+    doc: dict[str, Any] = {
+        "capabilities": {name: getattr(vcpu.capabilities, name) for name in _CAPABILITY_NAMES},
+        "profile": profile,
+        "mode": mode,
+        "vcpu": {
+            "mode": vcpu.mode.value,
+            "cr0": vcpu.cr0,
+            "cr4": vcpu.cr4,
+            "msrs": sorted([index, value] for index, value in vcpu.msrs.items()),
+            "vmxon_pointer": vcpu.vmxon_pointer,
+            "current_pointer": vcpu.current_pointer,
+            "vmxon_epoch": vcpu.vmxon_epoch,
+            "injected_exits": injected_exits,
+        },
+        "memory": {
+            "words": sorted([address, value] for address, value in memory.words().items()),
+            "regions": [
+                {
+                    "address": address,
+                    "launch_state": region.launch_state.value,
+                    "launch_epoch": region.launch_epoch,
+                    "values": {
+                        f.name: region.values[f.bit] for f in FIELDS if region.values[f.bit]
+                    },
+                }
+                for address, region in sorted(memory.regions().items())
+            ],
+        },
+        "engine": None,
+    }
+    if engine is not None:
+        valid, asserted, user_exit = engine.cache_state
+        doc["engine"] = {
+            "totals": _totals_doc(engine.totals),
+            "cache": {"valid": _names(valid), "asserted": _names(asserted), "user_exit": user_exit},
+        }
+    payload = zlib.compress(json.dumps(doc, separators=(",", ":")).encode())
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, zlib.crc32(payload)) + payload
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed access to the decoded document; every problem names the member's path."""
+
+    def fail(self, path: str, problem: str) -> SnapshotError:
+        return SnapshotError(f"snapshot is malformed: {path} {problem}")
+
+    def table(self, doc: Any, path: str) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise self.fail(path, "must be an object")
+        return doc
+
+    def items(self, doc: Any, path: str) -> list[Any]:
+        if not isinstance(doc, list):
+            raise self.fail(path, "must be a list")
+        return doc
+
+    def member(self, doc: dict[str, Any], key: str, path: str) -> Any:
+        if key not in doc:
+            raise self.fail(f"{path}.{key}", "is missing")
+        return doc[key]
+
+    def integer(self, value: Any, path: str, low: int = 0, high: int = _U64) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(path, f"must be an integer {low}..{high:#x}")
+        return value
+
+    def number(self, value: Any, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise self.fail(path, "must be a number >= 0")
+        return float(value)
+
+    def text(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, "must be a non-empty string")
+        return value
+
+    def flag(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, "must be true or false")
+        return value
+
+    def pairs(self, value: Any, path: str, key_low: int = 0) -> list[tuple[int, int]]:
+        result = []
+        for i, pair in enumerate(self.items(value, path)):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise self.fail(f"{path}[{i}]", "must be a [key, value] pair")
+            result.append(
+                (
+                    self.integer(pair[0], f"{path}[{i}]", key_low),
+                    self.integer(pair[1], f"{path}[{i}]"),
+                )
+            )
+        return result
+
+    def mask(self, value: Any, path: str) -> int:
+        mask = 0
+        for name in self.items(value, path):
+            field = BY_NAME.get(name) if isinstance(name, str) else None
+            if field is None or field.access is not Access.FULL:
+                raise self.fail(path, f"names an unknown VMCS field {name!r}")
+            mask |= 1 << field.bit
+        return mask
+
+
+@dataclass
+class _Region:
+    address: int
+    launch_state: LaunchState
+    launch_epoch: int
+    values: list[int]
+
+
+@dataclass
+class Snapshot:
+    """A validated snapshot: what ``load`` returns and ``restore_*`` rebuilds from."""
+
+    capabilities: Capabilities
+    profile: str
+    mode: str
+    vcpu_state: dict[str, Any]
+    words: list[tuple[int, int]]
+    regions: list[_Region]
+    totals: BatchStats | None
+    cache_state: tuple[int, int, bool] | None
+    injected_exits: int
+
+    def restore_memory(self, memory: PhysicalMemory) -> None:
+        """Write the snapshot's memory words and VMCS regions into ``memory``."""
+        for address, value in self.words:
+            memory.write32(address, value)
+        for saved in self.regions:
+            region = memory.region(saved.address)
+            region.values = list(saved.values)
+            region.launch_state = saved.launch_state
+            region.launch_epoch = saved.launch_epoch
+
+    def restore_vcpu(self, memory: PhysicalMemory) -> Vcpu:
+        """A vCPU in the snapshot's state on ``memory`` (whose contents it restores first)."""
+        self.restore_memory(memory)
+        state = self.vcpu_state
+        vcpu = Vcpu(memory, self.capabilities)
+        vcpu.mode = state["mode"]
+        vcpu.cr0, vcpu.cr4 = state["cr0"], state["cr4"]
+        vcpu.msrs = dict(state["msrs"])
+        vcpu.vmxon_pointer = state["vmxon_pointer"]
+        vcpu.vmxon_epoch = state["vmxon_epoch"]
+        vcpu.current_pointer = state["current_pointer"]
+        vcpu.current = None
+        if vcpu.current_pointer != INVALID_POINTER:
+            vcpu.current = memory.region(vcpu.current_pointer)
+        return vcpu
+
+    def restore_engine(self, engine: Engine) -> None:
+        """Continue the snapshot's run on ``engine`` (its totals and cache state), if it has one."""
+        if self.totals is not None and self.cache_state is not None:
+            engine.resume_from(self.totals, self.cache_state)
+
+
+def _header(data: bytes) -> bytes:
+    if len(data) < _HEADER.size:
+        raise SnapshotError(f"not a vmxsim snapshot: {len(data)} bytes is too short")
+    magic, version, crc = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise SnapshotError("not a vmxsim snapshot: the data does not start with b'VMXSNAP'")
+    if version != FORMAT_VERSION:
+        raise SnapshotError(
+            f"snapshot format version {version} is not supported (this server reads version"
+            f" {FORMAT_VERSION})"
+        )
+    payload = data[_HEADER.size :]
+    if zlib.crc32(payload) != crc:
+        raise SnapshotError("snapshot is corrupted: its CRC32 does not match its contents")
+    return payload
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(zlib.decompress(payload))
+    except (zlib.error, ValueError) as exc:
+        raise SnapshotError(f"snapshot is corrupted: {exc}") from None
+    return _Reader().table(doc, "snapshot")
+
+
+def _capabilities(r: _Reader, doc: dict[str, Any]) -> Capabilities:
+    raw = r.table(r.member(doc, "capabilities", "snapshot"), "capabilities")
+    values: dict[str, Any] = {}
+    for name in _CAPABILITY_NAMES:
+        value = r.member(raw, name, "capabilities")
+        if isinstance(value, bool):
+            values[name] = value
+        else:
+            values[name] = r.integer(value, f"capabilities.{name}")
+    try:
+        return Capabilities(**values)
+    except (TypeError, ValueError) as exc:
+        raise r.fail("capabilities", f"are invalid: {exc}") from None
+
+
+def _vcpu_state(r: _Reader, doc: dict[str, Any]) -> dict[str, Any]:
+    raw = r.table(r.member(doc, "vcpu", "snapshot"), "vcpu")
+    modes = {m.value: m for m in Mode}
+    mode = r.member(raw, "mode", "vcpu")
+    if mode not in modes:
+        raise r.fail("vcpu.mode", f"must be one of {', '.join(modes)}")
+    vmxon = r.member(raw, "vmxon_pointer", "vcpu")
+    return {
+        "mode": modes[mode],
+        "cr0": r.integer(r.member(raw, "cr0", "vcpu"), "vcpu.cr0"),
+        "cr4": r.integer(r.member(raw, "cr4", "vcpu"), "vcpu.cr4"),
+        "msrs": r.pairs(r.member(raw, "msrs", "vcpu"), "vcpu.msrs"),
+        "vmxon_pointer": None if vmxon is None else r.integer(vmxon, "vcpu.vmxon_pointer"),
+        "current_pointer": r.integer(
+            r.member(raw, "current_pointer", "vcpu"), "vcpu.current_pointer"
+        ),
+        "vmxon_epoch": r.integer(r.member(raw, "vmxon_epoch", "vcpu"), "vcpu.vmxon_epoch"),
+        "injected_exits": r.integer(r.member(raw, "injected_exits", "vcpu"), "vcpu.injected_exits"),
+    }
+
+
+def _region(r: _Reader, raw: Any, path: str) -> _Region:
+    raw = r.table(raw, path)
+    states = {s.value: s for s in LaunchState}
+    state = r.member(raw, "launch_state", path)
+    if state not in states:
+        raise r.fail(f"{path}.launch_state", f"must be one of {', '.join(states)}")
+    values = [0] * len(FIELDS)
+    for name, value in r.table(r.member(raw, "values", path), f"{path}.values").items():
+        field = BY_NAME.get(name)
+        if field is None or field.access is not Access.FULL:
+            raise r.fail(f"{path}.values", f"names an unknown VMCS field {name!r}")
+        values[field.bit] = r.integer(value, f"{path}.values.{name}", 0, field.mask)
+    return _Region(
+        address=r.integer(r.member(raw, "address", path), f"{path}.address"),
+        launch_state=states[state],
+        launch_epoch=r.integer(r.member(raw, "launch_epoch", path), f"{path}.launch_epoch", -1),
+        values=values,
+    )
+
+
+def _totals(r: _Reader, raw: Any) -> BatchStats:
+    path = "engine.totals"
+    raw = r.table(raw, path)
+    counters = r.table(r.member(raw, "counters", path), f"{path}.counters")
+    totals = BatchStats(
+        exits=r.integer(r.member(raw, "exits", path), f"{path}.exits"),
+        counters=Counters(
+            **{
+                n: r.integer(r.member(counters, n, path), f"{path}.counters.{n}")
+                for n in _COUNTER_NAMES
+            }
+        ),
+        simulated_seconds=r.number(r.member(raw, "simulated_seconds", path), path),
+        sequence=r.integer(r.member(raw, "sequence", path), f"{path}.sequence"),
+    )
+    for i, row in enumerate(r.items(r.member(raw, "by_reason", path), f"{path}.by_reason")):
+        where = f"{path}.by_reason[{i}]"
+        if not isinstance(row, list) or len(row) != 5:
+            raise r.fail(where, "must be [reason, exits, vmread, vmwrite, seconds]")
+        reason, exits, vmread, vmwrite = (r.integer(v, where) for v in row[:4])
+        totals.by_reason[reason] = ReasonTotals(exits, vmread, vmwrite, r.number(row[4], where))
+    totals.vmread_hist.update(dict(r.pairs(r.member(raw, "vmread_hist", path), path)))
+    totals.vmwrite_hist.update(dict(r.pairs(r.member(raw, "vmwrite_hist", path), path)))
+    for i, pair in enumerate(r.items(r.member(raw, "latency_hist", path), f"{path}.latency_hist")):
+        where = f"{path}.latency_hist[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise r.fail(where, "must be a [seconds, count] pair")
+        totals.latency_hist[r.number(pair[0], where)] += r.integer(pair[1], where)
+    return totals
+
+
+def load(data: bytes) -> Snapshot:
+    """Validate and decode snapshot bytes; raises ``SnapshotError`` with a one-line reason."""
+    doc = _decode(_header(data))
+    r = _Reader()
+    regions = r.table(r.member(doc, "memory", "snapshot"), "memory")
+    state = _vcpu_state(r, doc)
+    snapshot = Snapshot(
+        capabilities=_capabilities(r, doc),
+        profile=r.text(r.member(doc, "profile", "snapshot"), "profile"),
+        mode=r.text(r.member(doc, "mode", "snapshot"), "mode"),
+        vcpu_state=state,
+        words=r.pairs(r.member(regions, "words", "memory"), "memory.words"),
+        regions=[
+            _region(r, raw, f"memory.regions[{i}]")
+            for i, raw in enumerate(
+                r.items(r.member(regions, "regions", "memory"), "memory.regions")
+            )
+        ],
+        totals=None,
+        cache_state=None,
+        injected_exits=state["injected_exits"],
+    )
+    engine = r.member(doc, "engine", "snapshot")
+    if engine is not None:
+        engine = r.table(engine, "engine")
+        cache = r.table(r.member(engine, "cache", "engine"), "engine.cache")
+        snapshot.totals = _totals(r, r.member(engine, "totals", "engine"))
+        snapshot.cache_state = (
+            r.mask(r.member(cache, "valid", "engine.cache"), "engine.cache.valid"),
+            r.mask(r.member(cache, "asserted", "engine.cache"), "engine.cache.asserted"),
+            r.flag(r.member(cache, "user_exit", "engine.cache"), "engine.cache.user_exit"),
+        )
+    limit = snapshot.capabilities.physical_address_limit
+    for address, _ in snapshot.words:
+        if address % 4 or address + 4 > limit:
+            raise r.fail("memory.words", f"has an address {address:#x} outside memory")
+    return snapshot

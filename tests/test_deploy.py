@@ -1,0 +1,162 @@
+"""deploy/: docker compose, Grafana provisioning, Prometheus and Kubernetes files, checked
+offline (no docker daemon or cluster here): YAML, mounted paths, Kubernetes schemas, kustomize
+rendering, and the settings that must agree with the server (ports, grace, health service)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from vmxsim_server.config import ServerConfig
+from vmxsim_server.service import SERVICE_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
+KUBERNETES = DEPLOY / "kubernetes"
+KUBERNETES_VERSION = "1.32.0"  # the kubectl client here is v1.32; grpc probes are GA since 1.27
+GRPC_PORT, METRICS_PORT = 50051, 9464
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_compose_mounts_exist_and_ports_match_the_server() -> None:
+    compose = load(COMPOSE)
+    services = compose["services"]
+    assert set(services) == {"vmxsim", "prometheus", "grafana"}
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE.parent / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+    build = services["vmxsim"]["build"]
+    context = (COMPOSE.parent / build["context"]).resolve()
+    assert context == ROOT
+    assert (context / build["dockerfile"]).is_file()
+    published = {p.rsplit(":", 1)[-1] for p in services["vmxsim"]["ports"]}
+    assert published == {str(GRPC_PORT), str(METRICS_PORT)}
+    grace = float(services["vmxsim"]["environment"]["VMXSIM_GRACE"])
+    assert float(services["vmxsim"]["stop_grace_period"].rstrip("s")) > grace
+
+
+def test_dockerfile_listens_on_every_interface_with_the_default_ports() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert f"VMXSIM_LISTEN=0.0.0.0:{GRPC_PORT}" in dockerfile
+    assert f"VMXSIM_METRICS_LISTEN=0.0.0.0:{METRICS_PORT}" in dockerfile
+    assert ServerConfig().listen.endswith(f":{GRPC_PORT}")
+    assert (ServerConfig().metrics_listen or "").endswith(f":{METRICS_PORT}")
+    for copied in ("pyproject.toml", "README.md", "protos", "server", "client"):
+        assert (ROOT / copied).exists()
+        assert f"!{copied}" in (DEPLOY / "Dockerfile.dockerignore").read_text()
+
+
+def test_grafana_provisioning_points_at_the_compose_prometheus_and_dashboards() -> None:
+    datasources = load(DEPLOY / "grafana/provisioning/datasources/prometheus.yaml")
+    (source,) = datasources["datasources"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+    providers = load(DEPLOY / "grafana/provisioning/dashboards/vmxsim.yaml")
+    (provider,) = providers["providers"]
+    grafana = load(COMPOSE)["services"]["grafana"]
+    mounts = dict(v.split(":")[:2][::-1] for v in grafana["volumes"])
+    local = COMPOSE.parent / mounts[provider["options"]["path"]]
+    assert (local / "vmxsim.json").is_file()
+    assert mounts["/etc/grafana/provisioning"] == "../grafana/provisioning"
+
+
+def test_prometheus_config_scrapes_the_compose_vmxsim() -> None:
+    config = load(DEPLOY / "prometheus/prometheus.yml")
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "vmxsim"
+    assert job["static_configs"][0]["targets"] == [f"vmxsim:{METRICS_PORT}"]
+
+
+# --- Kubernetes --------------------------------------------------------------------------------
+
+
+def manifests() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted(KUBERNETES.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in load_all(path)
+    ]
+
+
+def by_kind(kind: str) -> dict[str, Any]:
+    (doc,) = [doc for _, doc in manifests() if doc["kind"] == kind]
+    return doc
+
+
+def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
+    try:
+        import kubernetes_validate
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        pytest.skip(f"SKIPPED LOUDLY: kubernetes-validate cannot be imported ({exc})")
+    checked = []
+    for name, doc in manifests():
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD (prometheus-operator): checked by the PodMonitor test below
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(
+                f"{name} ({doc['kind']}) is invalid for Kubernetes {KUBERNETES_VERSION}: {exc}"
+            )
+        checked.append(doc["kind"])
+    assert sorted(checked) == ["Service", "StatefulSet"]
+
+
+def test_statefulset_probes_grace_and_scrape_annotations() -> None:
+    statefulset = by_kind("StatefulSet")
+    service = by_kind("Service")
+    assert service["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    pod = statefulset["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    assert container["livenessProbe"]["grpc"] == {"port": GRPC_PORT}
+    assert container["readinessProbe"]["grpc"] == {"port": GRPC_PORT, "service": SERVICE_NAME}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VMXSIM_LISTEN"] == f"0.0.0.0:{GRPC_PORT}"
+    assert env["VMXSIM_METRICS_LISTEN"] == f"0.0.0.0:{METRICS_PORT}"
+    grace = float(env.get("VMXSIM_GRACE", ServerConfig().grace_seconds))
+    assert pod["spec"]["terminationGracePeriodSeconds"] > grace
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+
+
+def test_podmonitor_selects_the_pods_metrics_port() -> None:
+    monitor = by_kind("PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    pod = by_kind("StatefulSet")["spec"]["template"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_renders_the_base_without_the_optional_podmonitor() -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES)], check=True, capture_output=True, text=True
+    ).stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    assert sorted(doc["kind"] for doc in docs) == ["Service", "StatefulSet"]
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "vmxsim"

@@ -1,0 +1,161 @@
+"""vmxsim scraped by a real Prometheus (the Debian package): every query of the Grafana
+dashboard runs through Prometheus' HTTP API and returns plausible data, and promtool accepts
+both the shipped configuration and a live /metrics page.
+
+Traffic comes in two rounds (KVM and HAXM-before-the-cache replays, nested, plus KVM native and
+one failing call), each waited for until Prometheus has scraped it, so every counter has moved
+between two samples and every rate() has something to show.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from prometheus_stack import (
+    PROMETHEUS_CONFIG,
+    ROOT,
+    DashboardQuery,
+    Stack,
+    dashboard_queries,
+    environment_problem,
+    http_get,
+)
+
+from vmxsim_client.client import Client
+from vmxsim_client.rpc_errors import InvalidArgumentError
+
+PROBLEM = environment_problem()
+pytestmark = pytest.mark.skipif(
+    PROBLEM is not None, reason=f"NO REAL PROMETHEUS, integration test skipped: {PROBLEM}"
+)
+
+RUNS = (("kvm", "nested", 50_000), ("haxm-legacy", "nested", 50_000), ("kvm", "native", 20_000))
+EXITS_PER_ROUND = sum(exits for *_, exits in RUNS)
+
+
+def one_round(stack: Stack, number: int) -> None:
+    for profile, mode, exits in RUNS:
+        summary = stack.replay(profile, mode, exits, seed=number)
+        assert summary["exits"] == exits
+    with Client(stack.grpc_address) as client, pytest.raises(InvalidArgumentError):
+        client.replay([], "no-such-profile", "nested")  # an INVALID_ARGUMENT for the errors panel
+    stack.wait_for_scrape_of("sum(vmxsim_vm_exits_total)", number * EXITS_PER_ROUND)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("prometheus")) as running:
+        one_round(running, 1)
+        one_round(running, 2)
+        yield running
+
+
+def run_panel(stack: Stack, title: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Each target (by refId) of the panel as (labels, value) pairs; every one returns data."""
+    found = {}
+    queries = [q for q in dashboard_queries() if q.panel == title]
+    assert queries, title
+    for query in queries:
+        result = stack.query(query.instant())
+        assert result, f"no data for {query.panel} {query.ref_id}: {query.instant()}"
+        found[query.ref_id] = [(r["metric"], float(r["value"][1])) for r in result]
+    return found
+
+
+def by(label: str, pairs: list[tuple[dict[str, str], float]]) -> dict[str, float]:
+    return {labels[label]: value for labels, value in pairs}
+
+
+def test_every_dashboard_query_returns_data(stack: Stack) -> None:
+    queries: list[DashboardQuery] = dashboard_queries()
+    assert len(queries) >= 10
+    for query in queries:
+        result = stack.query(query.instant())
+        assert result, f"{query.panel} ({query.ref_id}) returned nothing: {query.instant()}"
+        values = [float(r["value"][1]) for r in result]
+        assert all(math.isnan(v) or v >= 0 for v in values), (query.panel, values)
+        assert any(v > 0 for v in values), (query.panel, values)
+
+
+def test_exits_and_instructions_per_second(stack: Stack) -> None:
+    exits = by("exit_reason", run_panel(stack, "VM exits per second by reason")["A"])
+    assert {"CPUID", "IO_INSTRUCTION", "EPT_VIOLATION"} <= exits.keys()
+    instructions = by(
+        "instruction", run_panel(stack, "VMX instructions per second by instruction")["A"]
+    )
+    assert instructions["VMREAD"] > instructions["VMWRITE"] > 0
+    assert instructions["VMPTRLD"] > 0  # haxm-legacy's load_vmcs around every run
+
+
+def test_vmreads_and_vmwrites_per_exit_match_the_seed(stack: Stack) -> None:
+    reads = run_panel(stack, "VMREADs per exit (p50, p99) by profile")
+    p50, p99 = by("profile", reads["A"]), by("profile", reads["B"])
+    assert 6 <= p50["kvm"] <= 10
+    assert 32 <= p50["haxm-legacy"] <= 33
+    assert p99["kvm"] >= p50["kvm"] and p99["haxm-legacy"] >= p50["haxm-legacy"]
+    writes = by("profile", run_panel(stack, "VMWRITEs per exit (p50, p99) by profile")["A"])
+    assert 2 <= writes["kvm"] <= 6
+    assert 21 <= writes["haxm-legacy"] <= 23
+
+
+def test_cache_hit_ratio(stack: Stack) -> None:
+    ratio = by("profile", run_panel(stack, "VMCS cache hit ratio by profile")["A"])
+    assert 0.2 < ratio["kvm"] < 1
+    assert math.isnan(ratio.get("haxm-legacy", math.nan))  # no cache: no ratio
+
+
+def test_simulated_latency_by_mode(stack: Stack) -> None:
+    latency = run_panel(stack, "Simulated exit latency (p50, p99) by mode")
+    p50, p99 = by("mode", latency["A"]), by("mode", latency["B"])
+    assert 1e-7 < p50["native"] < p50["nested"] < 1e-3
+    assert p99["nested"] >= p50["nested"]
+
+
+def test_grpc_requests_and_errors(stack: Stack) -> None:
+    requests = run_panel(stack, "gRPC requests per second by method")["A"]
+    assert by("grpc_method", requests)["Replay"] > 0
+    errors = run_panel(stack, "gRPC errors per second by method and code")["A"]
+    codes = {(labels["grpc_method"], labels["grpc_code"]) for labels, _ in errors}
+    assert ("Replay", "INVALID_ARGUMENT") in codes
+
+
+def test_target_is_up_with_the_shipped_job_name(stack: Stack) -> None:
+    assert stack.target_health() == "up"
+    assert stack.scalar('up{job="vmxsim"}') == 1
+
+
+def test_promtool_accepts_the_live_metrics_page(stack: Stack) -> None:
+    page = http_get(stack.metrics_url)
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=page, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == b"" or b"SUCCESS" in checked.stdout
+
+
+def test_promtool_accepts_the_shipped_configuration() -> None:
+    subprocess.run(["promtool", "check", "config", str(PROMETHEUS_CONFIG)], check=True)
+
+
+def documented_queries() -> list[str]:
+    """Every example in docs/metrics.md's promql blocks: the lines after each comment."""
+    text = (ROOT / "docs/metrics.md").read_text()
+    queries: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", text, flags=re.DOTALL):
+        for chunk in re.split(r"^#.*$", block, flags=re.MULTILINE):
+            if chunk.strip():
+                queries.append(" ".join(chunk.split()))
+    return queries
+
+
+def test_every_documented_query_is_valid_promql(stack: Stack) -> None:
+    queries = documented_queries()
+    assert len(queries) >= 15
+    for query in queries:
+        stack.query(query)  # raises when Prometheus does not answer "success"
+    slowdown = next(q for q in queries if "/ on ()" in q)
+    assert stack.scalar(slowdown) > 1  # haxm-legacy's exits cost more than kvm's, nested
