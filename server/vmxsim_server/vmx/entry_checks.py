@@ -182,8 +182,8 @@ def first_failure(checks: tuple[Check, ...], values: list[int], caps: Capabiliti
 def valid_state(caps: Capabilities) -> dict[str, int]:
     """Field values with which VM entry passes every check above: a 64-bit guest and host.
 
-    This is what a hypervisor's VMCS set-up writes (e.g. KVM's ``init_vmcs``); the engine and the
-    ``exec`` pseudo-op ``SETUP`` use it.
+    This is what a hypervisor's VMCS set-up writes (e.g. KVM's ``init_vmcs``); the engine uses it
+    for a vCPU driven without a set-up of its own.
     """
     return {
         "PIN_BASED_VM_EXEC_CONTROL": caps.pin_default1,
