@@ -15,6 +15,7 @@ from . import (
     cmd_demo,
     cmd_drive,
     cmd_exec,
+    cmd_load,
     cmd_model,
     cmd_replay,
     cmd_report,
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         cmd_tables, cmd_convert, cmd_model, cmd_tune,
         cmd_vcpu, cmd_exec, cmd_drive, cmd_replay, cmd_compare, cmd_report, cmd_demo,
-        cmd_serve,
+        cmd_load, cmd_serve,
     ):  # fmt: skip
         module.register(sub)
     return parser

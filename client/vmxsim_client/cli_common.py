@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import stat
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.profiles import available_profiles
 
 from .client import DEFAULT_BATCH_SIZE, Client, RemoteVcpu
+from .connection import add_connection_options, client_kwargs
 from .errors import CliError
 from .inprocess import connect
 from .output import render_rows
@@ -63,11 +65,12 @@ def add_server_options(parser: argparse.ArgumentParser, json_output: bool = True
     )
     if json_output:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_connection_options(parser)
 
 
 def client_from_args(args: argparse.Namespace) -> AbstractContextManager[Client]:
     """The client the options ask for (remote, or an in-process server)."""
-    return connect(args.server, timeout=args.timeout)
+    return connect(args.server, timeout=args.timeout, **client_kwargs(args))
 
 
 def rpc_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -242,6 +245,8 @@ class Progress:
         self._bar: tqdm[Any] | None = None
         self._source: Any = None
         self._by_bytes = False
+        self.total: int | None = None
+        """The current bar's end: bytes, exits, or None (no known end)."""
 
     def start(self, source: Any, label: str = "") -> None:
         """A new bar for a run over ``source`` (a trace reader, a mix or a list of exits)."""
@@ -250,18 +255,22 @@ class Progress:
             return
         size = _file_size(getattr(source, "source", None))
         self._source, self._by_bytes = source, size is not None and hasattr(source, "bytes_read")
+        columns, lines = _terminal_size(self.out)
         common: dict[str, Any] = {
             "desc": label or None,
             "file": self.out,
             "leave": False,
             "mininterval": 0.1,
-            "dynamic_ncols": True,
+            "ncols": columns,
+            "nrows": lines,
             "unit_scale": True,
         }
         if self._by_bytes:
+            self.total = size
             self._bar = tqdm(total=size, unit="B", unit_divisor=1024, **common)
         else:
-            self._bar = tqdm(total=_exit_total(source), unit=" exits", **common)
+            self.total = _exit_total(source)
+            self._bar = tqdm(total=self.total, unit=" exits", **common)
 
     def update(self, exits: int) -> None:
         """``exits`` acknowledged so far in the current run."""
@@ -279,6 +288,18 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _terminal_size(out: TextIO) -> tuple[int, int]:
+    """(columns, lines) of the terminal. tqdm's own probe reads 0 x 0 on a pseudo-terminal
+    whose size was never set (``script``, CI) and then draws nothing: fall back to
+    ``shutil.get_terminal_size`` (``$COLUMNS``/``$LINES``, else 80 x 24)."""
+    try:
+        size = os.get_terminal_size(out.fileno())
+    except (OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    fallback = shutil.get_terminal_size()
+    return size.columns or fallback.columns, size.lines or fallback.lines
 
 
 def _file_size(path: object) -> int | None:

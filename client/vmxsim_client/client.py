@@ -8,6 +8,10 @@
         assert v.vmread(0x681E).value == 0x1000
         summary = c.replay(records, profile="haxm-legacy", mode="nested")
 
+TLS: ``Client(target, tls_ca="ca.pem")``; mutual TLS adds ``tls_cert=`` and ``tls_key=``
+(PEM file paths or bytes); ``token=`` sends ``authorization: Bearer <token>`` with every call.
+``replay(..., resume=True)`` survives a server restart (resume.py).
+
 Instruction outcomes are values (``InstructionResult``); failed RPCs raise the typed exceptions
 of ``rpc_errors``. Exits travel as packed-column batches (``wire.exit_batches``); summaries are
 the run-summary dicts of DESIGN.md "Machine-readable output".
@@ -15,7 +19,10 @@ the run-summary dicts of DESIGN.md "Machine-readable output".
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -24,7 +31,8 @@ from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from .instructions import Instruction, InstructionResult
-from .rpc_errors import from_rpc_error
+from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
+from .rpc_errors import AbortedError, UnavailableError, from_rpc_error
 from .wire import (
     StatsAccumulator,
     VcpuInfo,
@@ -42,6 +50,9 @@ CHANNEL_OPTIONS = (
     # snapshots carry a VM's memory; replay summaries and per-exit arrays can exceed 4 MiB
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # reconnect soon after a server restart (gRPC's default backoff grows to 120 s)
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 """Options of every channel the client opens (grpc's keep-alive example style: in one place)."""
 
@@ -50,6 +61,31 @@ DEFAULT_BATCH_SIZE = 4096
 
 _Response = TypeVar("_Response")
 Operand = int | str
+Pem = str | os.PathLike[str] | bytes
+"""A PEM file's path or its contents."""
+
+RESUME_TIMEOUT_SECONDS = 60.0
+"""How long ``replay(resume=True)`` keeps retrying a lost server before giving up."""
+
+
+def _pem(value: Pem | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def _channel(
+    target: str, tls_ca: Pem | None, tls_cert: Pem | None, tls_key: Pem | None, tls: bool
+) -> grpc.Channel:
+    """A plaintext channel, or a TLS one when any TLS setting is given."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("a client certificate (tls_cert) and its key (tls_key) go together")
+    if not (tls or tls_ca or tls_cert):
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_pem(tls_ca), private_key=_pem(tls_key), certificate_chain=_pem(tls_cert)
+    )
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
 class _Requests:
@@ -73,15 +109,30 @@ class _Requests:
 
 class Client:
     """A connection to one vmxsim server. ``timeout`` bounds each unary call (seconds);
-    ``stream_timeout`` bounds a whole drive or replay stream (None = no deadline)."""
+    ``stream_timeout`` bounds a whole drive or replay stream (None = no deadline).
+
+    TLS is used when ``tls`` is true or any of ``tls_ca`` (the CA that signed the server's
+    certificate; None = the system's roots), ``tls_cert``/``tls_key`` (a client certificate,
+    for mutual TLS) is given. ``token`` is sent as ``authorization: Bearer <token>``.
+    """
 
     def __init__(
-        self, target: str, timeout: float = 30.0, *, stream_timeout: float | None = 3600.0
+        self,
+        target: str,
+        timeout: float = 30.0,
+        *,
+        stream_timeout: float | None = 3600.0,
+        tls: bool = False,
+        tls_ca: Pem | None = None,
+        tls_cert: Pem | None = None,
+        tls_key: Pem | None = None,
+        token: str | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._channel = _channel(target, tls_ca, tls_cert, tls_key, tls)
         self._stub = pb_grpc.VcpuServiceStub(self._channel)
 
     def close(self) -> None:
@@ -96,14 +147,14 @@ class Client:
 
     def _call(self, method: Callable[..., _Response], request: Any) -> _Response:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
     def _stream(self, method: Callable[..., Any], requests: Iterator[Any]) -> Iterator[Any]:
         """Run a bidi stream; yields responses; raises a request-side error or a typed error."""
         source = _Requests(requests)
-        call = method(iter(source), timeout=self.stream_timeout)
+        call = method(iter(source), timeout=self.stream_timeout, metadata=self._metadata)
         source.call = call
         try:
             yield from call
@@ -230,14 +281,23 @@ class Client:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         skipped: int = 0,
         unknown_reasons: Mapping[str, int] | None = None,
+        resume: bool = False,
+        resume_timeout: float = RESUME_TIMEOUT_SECONDS,
+        max_unacked: int = DEFAULT_MAX_UNACKED,
     ) -> dict[str, Any]:
         """Replay exits (records, column batches or a trace reader) on a temporary vCPU of
         ``profile``/``mode`` (or on ``vcpu``); returns the run summary.
 
         ``on_progress`` gets one dict per acknowledged batch: ``acked_sequence``, ``exits`` so
-        far, ``batch`` (``wire.batch_dict``) and ``resume_token``. ``skipped`` and
-        ``unknown_reasons`` are counts known before the first exit; a trace reader's own
-        counters (``.skipped``, ``.unknown_reasons``) are sent when the stream ends.
+        far, ``batch`` (``wire.batch_dict``), ``resume_token`` and ``duplicate`` (a batch sent
+        again after a resume, not run twice). ``skipped`` and ``unknown_reasons`` are counts
+        known before the first exit; a trace reader's own counters (``.skipped``,
+        ``.unknown_reasons``) are sent when the stream ends.
+
+        With ``resume``, a stream lost to UNAVAILABLE or ABORTED (the server died or restarts)
+        is retried with backoff for up to ``resume_timeout`` seconds and continues after the
+        last acknowledged batch (the server needs ``--state-dir``; see resume.py). At most
+        ``max_unacked`` batches are in flight.
         """
         start = pb.ReplayStart(
             vcpu_id=vcpu or "",
@@ -248,33 +308,48 @@ class Client:
             unknown_reasons=dict(unknown_reasons or {}),
         )
 
-        def requests() -> Iterator[pb.ReplayRequest]:
-            yield pb.ReplayRequest(start=start)
-            for batch in exit_batches(source, batch_size):
-                yield pb.ReplayRequest(batch=batch)
-            end = pb.ReplayEnd(
+        def end() -> pb.ReplayEnd:
+            return pb.ReplayEnd(
                 skipped=getattr(source, "skipped", 0),
                 unknown_reasons=dict(getattr(source, "unknown_reasons", None) or {}),
             )
-            yield pb.ReplayRequest(end=end)
 
-        summary: dict[str, Any] | None = None
-        for response in self._stream(self._stub.Replay, requests()):
+        feed = ReplayFeed(start, exit_batches(source, batch_size), end, max_unacked)
+        failures, acks, give_up = 0, 0, 0.0
+        while True:
+            try:
+                return self._replay_attempt(feed, on_progress)
+            except (UnavailableError, AbortedError):
+                now = time.monotonic()
+                if feed.acks != acks:  # progress since the last failure: a fresh allowance
+                    failures, acks, give_up = 0, feed.acks, 0.0
+                give_up = give_up or now + resume_timeout
+                if not resume or not feed.can_resume() or now >= give_up:
+                    raise
+            time.sleep(min(0.1 * 2**failures, 2.0))
+            failures += 1
+            feed.next_attempt()
+
+    def _replay_attempt(
+        self, feed: ReplayFeed, on_progress: Callable[[dict[str, Any]], None] | None
+    ) -> dict[str, Any]:
+        """One Replay stream of ``feed``: the summary, or the error that cut the stream."""
+        for response in self._stream(self._stub.Replay, feed.requests()):
             if response.HasField("summary"):
-                summary = summary_dict(response.summary)
-            elif on_progress is not None:
-                p = response.progress
+                return summary_dict(response.summary)
+            p = response.progress
+            feed.acknowledged(p.acked_sequence, p.resume_token)
+            if on_progress is not None:
                 on_progress(
                     {
                         "acked_sequence": p.acked_sequence,
                         "exits": p.exits,
                         "batch": batch_dict(p.batch),
                         "resume_token": p.resume_token,
+                        "duplicate": p.duplicate,
                     }
                 )
-        if summary is None:
-            raise RuntimeError("the replay stream ended without a summary")
-        return summary
+        raise RuntimeError("the replay stream ended without a summary")
 
     def stats(self, vcpu_id: str) -> dict[str, Any]:
         """The run summary of every exit a vCPU has handled."""

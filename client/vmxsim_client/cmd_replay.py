@@ -29,8 +29,9 @@ from .cli_common import (
 )
 from .client import Client
 from .output import emit_json, render_rows
-from .per_exit import ExitTap, RecordedComparison
+from .per_exit import MAX_IN_FLIGHT, ExitTap, RecordedComparison
 from .per_exit_file import OUT_SUFFIXES, PerExitFile, check_out_path
+from .resume import DEFAULT_MAX_UNACKED
 
 __all__ = ["register", "replay_source"]
 
@@ -47,6 +48,7 @@ def replay_source(
     recorded = RecordedComparison() if tap.has_recorded else None
     per_exit = args.out is not None or recorded is not None
     out_file = PerExitFile(args.out) if args.out is not None else None
+    source = tap if per_exit else reader  # the tap keeps each batch until it is joined
 
     def on_progress(message: dict[str, Any]) -> None:
         progress.update(message["exits"])
@@ -61,12 +63,13 @@ def replay_source(
     with out_file or nullcontext():
         try:
             summary = client.replay(
-                tap,
+                source,
                 profile=args.profile,
                 mode=args.mode,
                 batch_size=args.batch_size,
                 per_exit=per_exit,
                 on_progress=on_progress,
+                max_unacked=MAX_IN_FLIGHT if per_exit else DEFAULT_MAX_UNACKED,
             )
         finally:
             progress.done()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .client import Client
 
@@ -16,10 +17,14 @@ __all__ = ["connect"]
 
 
 @contextmanager
-def connect(server: str | None, timeout: float = 30.0) -> Iterator[Client]:
-    """A ``Client`` to ``server`` ("HOST:PORT"), or to a fresh in-process server when None."""
+def connect(server: str | None, timeout: float = 30.0, **security: Any) -> Iterator[Client]:
+    """A ``Client`` to ``server`` ("HOST:PORT"), or to a fresh in-process server when None.
+
+    ``security`` (``Client``'s ``tls``, ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``)
+    applies to ``server`` only: the in-process server listens on loopback, in plaintext.
+    """
     if server:
-        with Client(server, timeout=timeout) as client:
+        with Client(server, timeout=timeout, **security) as client:
             yield client
         return
     # imported here: a remote-only client never loads the server's modules

@@ -5,8 +5,10 @@ and simulated seconds of every exit in it; the reason, rip and timestamp (and a 
 recorded counters) stay on the client. :class:`ExitTap` wraps an exit source, queues those
 columns for each batch it hands to the replay stream, and :meth:`ExitTap.join` takes the oldest
 queued batch back out when its acknowledgement arrives (the server answers batches in order,
-one progress message each). The queue holds only the batches in flight, so memory stays flat
-however long the trace.
+one progress message each). The queue holds only the batches in flight; replay with
+``max_unacked=MAX_IN_FLIGHT`` to keep it short (the default window is deep enough to let ~80
+batches of 4,096 exits pile up when the client writes per-exit rows slower than the server
+answers), and memory stays flat however long the trace.
 
 :class:`RecordedComparison` compares a HAXM log's recorded ``vmread_ctr``/``vmwrite_ctr`` with
 the model's counts, exit by exit.
@@ -23,7 +25,11 @@ from typing import Any
 from vmxsim_server.vmx.records import ExitBatch
 from vmxsim_server.vmx.summary import reason_name
 
-__all__ = ["ExitTap", "JoinedBatch", "RecordedComparison"]
+__all__ = ["MAX_IN_FLIGHT", "ExitTap", "JoinedBatch", "RecordedComparison"]
+
+MAX_IN_FLIGHT = 8
+"""Batches to let a replay send ahead of their acknowledgement when they are tapped
+(``Client.replay(max_unacked=...)``): enough to keep the server busy."""
 
 Recorded = tuple[int, int, int]
 """A HAXM log's (vmread_ctr, vmwrite_ctr, delta) of one exit."""
@@ -75,7 +81,7 @@ class ExitTap:
 
     ``source`` is a trace reader (anything with ``batches(size)``) or an iterable of
     ``ExitRecord``. Its ``skipped``/``unknown_reasons`` counters show through (the replay
-    sends them when the stream ends).
+    sends them when the stream ends). Not for a resumed replay (which sends batches again).
     """
 
     def __init__(self, source: Any) -> None:
@@ -92,6 +98,11 @@ class ExitTap:
         return getattr(self.source, "unknown_reasons", None) or {}
 
     @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet joined."""
+        return len(self._sent)
+
+    @property
     def has_recorded(self) -> bool:
         """Whether the source is a HAXM log with recorded counters per exit."""
         return isinstance(getattr(self.source, "recorded", None), list)
@@ -106,7 +117,8 @@ class ExitTap:
             yield ExitBatch.from_records(chunk)
 
     def batches(self, size: int) -> Iterator[ExitBatch]:
-        """The source's batches, each queued for :meth:`join`."""
+        """The source's batches, each queued for :meth:`join` (runs in gRPC's request thread;
+        ``deque.append``/``popleft`` are thread-safe)."""
         recorded = self.source.recorded if self.has_recorded else None
         for batch in self._source_batches(size):
             taken = None

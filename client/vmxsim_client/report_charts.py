@@ -93,7 +93,7 @@ def _distribution_chart(runs: Sequence[RunResult], name: str, colours: dict[str,
             loc="left", fontsize=10,
         )  # fmt: skip
         ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
-        ax.set_ylabel("exits")
+        ax.set_ylabel("share of exits")
         ax.grid(axis="y", alpha=0.3)
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel(f"{name}s per exit")
@@ -143,8 +143,7 @@ def _by_reason_chart(runs: Sequence[RunResult], colours: dict[str, Any]) -> byte
     for label in bottom.get_xticklabels():
         label.set_horizontalalignment("right")
         label.set_rotation_mode("anchor")
-    figure.legend(*top.get_legend_handles_labels(), loc="outside upper center",
-                  ncols=len(runs), frameon=False)  # fmt: skip
+    top.legend(loc="lower center", bbox_to_anchor=(0.5, 1.01), ncols=len(runs), frameon=False)
     figure.suptitle(
         f"VMREADs / VMWRITEs per exit by exit reason, top {len(reasons)} reasons "
         "(in brackets: share of exits)"
@@ -157,7 +156,8 @@ def _simulated_time_chart(report: Report, colours: dict[str, Any]) -> bytes:
     modes = list(dict.fromkeys(run.mode for run in report.runs))
     seconds = {(run.profile, run.mode): run.summary["simulated_seconds"] for run in report.runs}
     profiles = list(dict.fromkeys(run.profile for run in report.runs))
-    series = {p: [seconds.get((p, m), 0.0) for m in modes] for p in profiles}
+    scale, unit = (1.0, "seconds") if max(seconds.values(), default=0) >= 1 else (1e3, "ms")
+    series = {p: [scale * seconds.get((p, m), 0.0) for m in modes] for p in profiles}
     figure = _figure(max(6.5, 1.6 * len(modes) * max(1, len(profiles)) / 2 + 3), 4.8)
     ax = figure.subplots()
     _grouped_bars(ax, modes, series, colours, value_format="%.3g")
@@ -166,7 +166,7 @@ def _simulated_time_chart(report: Report, colours: dict[str, Any]) -> bytes:
         ax.set_yscale("log")
     ax.margins(y=0.15)
     ax.set_xlabel("latency mode")
-    ax.set_ylabel("simulated seconds")
+    ax.set_ylabel(f"simulated time ({unit})")
     ax.legend(title="profile", frameon=False, loc="upper left")
     exits = report.runs[0].summary["exits"] if report.runs else 0
     ax.set_title(f"Simulated time of {exits:,} exits")

@@ -8,6 +8,7 @@ Hierarchy (one class per status code the service documents; anything else is the
     ├── FailedPreconditionError     FAILED_PRECONDITION: wrong service state (a busy vCPU, ...)
     ├── ResourceExhaustedError      RESOURCE_EXHAUSTED: a quota or a message-size limit
     ├── DeadlineExceededError       DEADLINE_EXCEEDED: the call's timeout passed
+    ├── AbortedError                ABORTED: a conflict that retrying later may cure
     ├── UnavailableError            UNAVAILABLE: no server, or it is shutting down (retry later)
     ├── UnauthenticatedError        UNAUTHENTICATED
     └── PermissionDeniedError       PERMISSION_DENIED
@@ -21,6 +22,7 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "AbortedError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InvalidArgumentError",
@@ -76,6 +78,12 @@ class DeadlineExceededError(VmxsimRpcError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class AbortedError(VmxsimRpcError):
+    """ABORTED: e.g. a replay resumed while its old stream is still open; retry shortly."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class UnavailableError(VmxsimRpcError):
     """UNAVAILABLE: the server cannot be reached or is draining; retrying may work."""
 
@@ -102,6 +110,7 @@ _BY_CODE: dict[grpc.StatusCode, type[VmxsimRpcError]] = {
         FailedPreconditionError,
         ResourceExhaustedError,
         DeadlineExceededError,
+        AbortedError,
         UnavailableError,
         UnauthenticatedError,
         PermissionDeniedError,

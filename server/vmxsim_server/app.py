@@ -7,7 +7,9 @@
   the CLI's embedded default (DESIGN.md "One code path") and for tests; returns once serving.
 
 Health (``grpc.health.v1``) answers for ``""`` and ``vmxsim.v1.VcpuService``; reflection lists
-both services and itself.
+both services and itself. TLS, mutual TLS and bearer tokens: security.py. With a state
+directory (state.py) the vCPUs saved there are restored before serving, saved every
+``snapshot_interval_seconds`` and at shutdown, and replays can be resumed after a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +36,9 @@ from .config import ServerConfig, is_loopback
 from .metrics import ServerMetrics
 from .observe import NULL_OBSERVER, Observer
 from .registry import Registry
+from .security import AuthInterceptor, server_credentials
 from .service import SERVICE_NAME, VcpuService
+from .state import StateDir
 from .status import ErrorInterceptor
 
 __all__ = [
@@ -128,6 +133,25 @@ class _Running:
     service: VcpuService
     port: int
     metrics: ServerMetrics | None = None
+    state: StateDir | None = None
+    saver: asyncio.Task[None] | None = None
+
+    async def save_state(self) -> None:
+        """Save every vCPU to the state directory (on a worker thread); log, never raise."""
+        if self.state is None:
+            return
+        try:
+            saved = await asyncio.to_thread(self.state.save_vcpus, self.service.registry)
+        except Exception:
+            log.exception("saving the vCPUs to %s failed", self.state.path)
+        else:
+            log.debug("saved %d vCPUs to %s", saved, self.state.path, extra={"vcpus": saved})
+
+    async def save_periodically(self, interval: float) -> None:
+        """``save_state`` every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.save_state()
 
     async def shutdown(self, grace: float) -> None:
         """NOT_SERVING, stop accepting, let streams finish within ``grace``, log what was cut."""
@@ -145,19 +169,42 @@ class _Running:
         for info in cut:
             log.warning("shutdown cut %s", info.describe(), extra={"vcpu_id": info.vcpu_id})
         await stopping
+        if self.saver is not None:
+            self.saver.cancel()
+        await self.save_state()
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped; %d streams cut", len(cut), extra={"streams": len(cut)})
 
 
+def _open_state(config: ServerConfig, registry: Registry) -> StateDir | None:
+    """The state directory with its vCPUs restored into ``registry`` (None without one)."""
+    if config.state_dir is None:
+        return None
+    state = StateDir(Path(config.state_dir))
+    restored = state.restore_vcpus(registry)
+    expired = state.expire_replays()
+    log.info(
+        "state directory %s: restored %d vCPUs, expired %d replays", state.path, restored,
+        expired, extra={"vcpus": restored},
+    )  # fmt: skip
+    return state
+
+
 async def _start(config: ServerConfig, observer: Observer) -> _Running:
+    credentials = server_credentials(config)
+    auth = AuthInterceptor.from_config(config)
     metrics = ServerMetrics(config.metrics_listen, observer) if config.metrics_listen else None
     if metrics is not None:
         observer = metrics.observer
     registry = Registry(config.max_vcpus, config.max_streams, observer)
-    service = VcpuService(registry, config)
+    state = await asyncio.to_thread(_open_state, config, registry)
+    service = VcpuService(registry, config, state)
+    # metrics first, so it sees the status codes the others set; then who may call at all
     interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
-    if metrics is not None:  # first, so it sees the status codes ErrorInterceptor sets
+    if auth is not None:
+        interceptors.insert(0, auth)
+    if metrics is not None:
         interceptors.insert(0, metrics.interceptor)
     server = aio.server(options=server_options(config), interceptors=interceptors)
     pb_grpc.add_VcpuServiceServicer_to_server(service, server)
@@ -170,14 +217,22 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
         (SERVICE_NAME, health_name, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(config.listen)
+        if credentials is None:
+            port = server.add_insecure_port(config.listen)
+        else:
+            port = server.add_secure_port(config.listen, credentials)
     except RuntimeError as exc:
         reason = str(exc).split(";", 1)[0]  # gRPC's advice about GRPC_VERBOSITY is noise here
         raise OSError(f"cannot listen on {config.listen}: {reason}") from None
     if metrics is not None:
         metrics.start()
     await server.start()
-    return _Running(server, health, service, port, metrics)
+    running = _Running(server, health, service, port, metrics, state)
+    if state is not None and config.snapshot_interval_seconds > 0:
+        running.saver = asyncio.create_task(
+            running.save_periodically(config.snapshot_interval_seconds)
+        )
+    return running
 
 
 async def serve(config: ServerConfig, observer: Observer = NULL_OBSERVER) -> None:
@@ -189,7 +244,11 @@ async def serve(config: ServerConfig, observer: Observer = NULL_OBSERVER) -> Non
         config.max_vcpus, config.max_streams, extra={"port": running.port},
     )  # fmt: skip
     if not is_loopback(config.listen):
-        log.warning("listening on %s without TLS: anyone who can reach it can use it", host)
+        if not config.tls:
+            log.warning("listening on %s without TLS: anyone on the path can read the calls", host)
+        if not config.auth and config.tls_client_ca is None:
+            log.warning("listening on %s without tokens or client certificates: anyone who"
+                        " can reach it can use it", host)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):

@@ -69,6 +69,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _optional_file(text: str) -> str | None:
+    if text.strip().lower() in _DISABLED:
+        return None
+    if not os.path.isfile(text):
+        raise ValueError(f"{text!r} is not a readable file")
+    return text
+
+
+def _optional_directory(text: str) -> str | None:
+    return None if text.strip().lower() in _DISABLED else text
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -123,6 +135,39 @@ OPTIONS: tuple[Option, ...] = (
         "on SIGTERM/SIGINT, how long open streams may finish before they are cut",
         flag="--grace",
     ),
+    Option(
+        "snapshot_interval_seconds",
+        _seconds,
+        "SECONDS",
+        "with --state-dir, how often every vCPU is saved (also at shutdown); 0 = at shutdown only",
+        flag="--snapshot-interval",
+    ),
+    Option(
+        "state_dir",
+        _optional_directory,
+        "DIR",
+        "keep vCPUs and resumable replays here across restarts (created if missing); 'off' = none",
+    ),
+    Option("tls_cert", _optional_file, "FILE", "PEM certificate chain: serve TLS (with --tls-key)"),
+    Option("tls_key", _optional_file, "FILE", "PEM private key of --tls-cert"),
+    Option(
+        "tls_client_ca",
+        _optional_file,
+        "FILE",
+        "PEM CA bundle: require client certificates signed by it (mutual TLS)",
+    ),
+    Option(
+        "auth_token_file",
+        _optional_file,
+        "FILE",
+        "bearer tokens allowed every call, one per line; unset = no token needed",
+    ),
+    Option(
+        "auth_readonly_token_file",
+        _optional_file,
+        "FILE",
+        "bearer tokens allowed only List*/Get* calls and reflection, one per line",
+    ),
     Option("log_format", _choice(LOG_FORMATS), "|".join(LOG_FORMATS), "log line format"),
     Option("log_level", _choice(LOG_LEVELS), "|".join(LOG_LEVELS), "least severe level logged"),
 )
@@ -140,6 +185,13 @@ class ServerConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch_exits: int = 100_000
     grace_seconds: float = 5.0
+    snapshot_interval_seconds: float = 30.0
+    state_dir: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_token_file: str | None = None
+    auth_readonly_token_file: str | None = None
     log_format: str = "text"
     log_level: str = "info"
 
@@ -151,10 +203,30 @@ class ServerConfig:
                 object.__setattr__(self, option.name, option.parse(text))
             except ValueError as exc:
                 raise ConfigError(f"{option.name}: {exc}") from None
+        _check_together(self)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server listens with TLS."""
+        return self.tls_cert is not None
+
+    @property
+    def auth(self) -> bool:
+        """Whether calls need a bearer token."""
+        return self.auth_token_file is not None or self.auth_readonly_token_file is not None
 
     def with_changes(self, **changes: Any) -> ServerConfig:
         """A copy with some settings changed (validated like a new one)."""
         return replace(self, **changes)
+
+
+def _check_together(config: ServerConfig) -> None:
+    """Settings that only make sense with others."""
+    flag = {o.name: o.flag_name for o in OPTIONS}
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError(f"{flag['tls_cert']} and {flag['tls_key']} go together: give both")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError(f"{flag['tls_client_ca']} needs {flag['tls_cert']} and {flag['tls_key']}")
 
 
 assert {f.name for f in fields(ServerConfig)} == set(BY_NAME), "OPTIONS and ServerConfig differ"
@@ -178,7 +250,7 @@ def _resolve(
             changes[option.name] = _parsed(option, given[option.name], option.flag_name)
         elif option.env in environ:
             changes[option.name] = _parsed(option, environ[option.env], option.env)
-    return replace(base or ServerConfig(), **changes)
+    return replace(base or ServerConfig(), **changes)  # validates the combination too
 
 
 def from_environment(

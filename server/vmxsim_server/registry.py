@@ -1,6 +1,7 @@
 """The VMs and vCPUs a server holds, their limits, and who may drive a vCPU.
 
-- Ids are ``vm-N`` and ``vcpu-N``, never reused within a server's life.
+- Ids are ``vm-N`` and ``vcpu-N``, never reused within a server's life (nor across restarts
+  with a state directory: restored ids move the counters past them).
 - Each vCPU owns a core ``Vcpu``, an ``Engine`` (profile + latency mode) and a lock: every core
   call on a vCPU runs under its lock, so calls on one vCPU are serialised and calls on different
   vCPUs run concurrently (the service runs them on worker threads). Memory-touching
@@ -15,7 +16,6 @@ No gRPC here: the service translates these objects and exceptions to the wire.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +63,8 @@ class VcpuEntry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     injected_exits: int = 0
     streaming: bool = False
+    temporary: bool = False
+    """A replay's own vCPU, deleted with its VM when the replay ends (never saved)."""
 
     @property
     def exits(self) -> int:
@@ -91,8 +93,8 @@ class Registry:
         self._lock = threading.Lock()
         self._vms: dict[str, VmEntry] = {}
         self._vcpus: dict[str, VcpuEntry] = {}
-        self._vm_ids = itertools.count(1)
-        self._vcpu_ids = itertools.count(1)
+        self._next_vm = 1
+        self._next_vcpu = 1
         self._streams = 0
         self._latency: dict[str, LatencyModel] = {}
 
@@ -108,10 +110,14 @@ class Registry:
         self._counts_changed()
         return vm
 
-    def _add_vm(self, maxphyaddr: int) -> VmEntry:
+    def _add_vm(self, maxphyaddr: int, vm_id: str = "") -> VmEntry:
         if len(self._vms) >= self.max_vcpus:
             raise LimitExceeded(f"this server holds at most {self.max_vcpus} VMs")
-        vm = VmEntry(f"vm-{next(self._vm_ids)}", maxphyaddr, PhysicalMemory(maxphyaddr))
+        if vm_id:
+            self._next_vm = max(self._next_vm, _number(vm_id, "vm") + 1)
+        else:
+            vm_id, self._next_vm = f"vm-{self._next_vm}", self._next_vm + 1
+        vm = VmEntry(vm_id, maxphyaddr, PhysicalMemory(maxphyaddr))
         self._vms[vm.vm_id] = vm
         return vm
 
@@ -189,16 +195,23 @@ class Registry:
         mode: str,
         latency: LatencyModel,
         build: Callable[[PhysicalMemory], Vcpu],
+        vcpu_id: str = "",
     ) -> VcpuEntry:
         """Register a vCPU (caller holds ``_lock``); a new VM when ``vm`` is None."""
         if len(self._vcpus) >= self.max_vcpus:
             raise LimitExceeded(f"this server holds at most {self.max_vcpus} vCPUs")
+        if vcpu_id in self._vcpus:
+            raise StateError(f"{vcpu_id} exists already")
         if vm is None:
             vm = self._add_vm(caps.maxphyaddr)
         with vm.lock:
             vcpu = build(vm.memory)
+        if vcpu_id:
+            self._next_vcpu = max(self._next_vcpu, _number(vcpu_id, "vcpu") + 1)
+        else:
+            vcpu_id, self._next_vcpu = f"vcpu-{self._next_vcpu}", self._next_vcpu + 1
         entry = VcpuEntry(
-            f"vcpu-{next(self._vcpu_ids)}",
+            vcpu_id,
             vm,
             profile.name,
             mode,
@@ -295,9 +308,12 @@ class Registry:
             lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, e.injected_exits),
         )
 
-    def restore(self, data: bytes, vm_id: str = "") -> VcpuEntry:
+    def restore(
+        self, data: bytes, vm_id: str = "", *, vcpu_id: str = "", new_vm_id: str = ""
+    ) -> VcpuEntry:
         """A new vCPU from snapshot bytes, in a new VM or in ``vm_id`` (whose memory receives
-        the snapshot's words and VMCS regions)."""
+        the snapshot's words and VMCS regions). A state directory's restore at start passes the
+        saved ``vcpu_id`` and, for a VM not restored yet, ``new_vm_id``; others get new ids."""
         saved = snapshots.load(data)
         profile = _profile(saved.profile)
         latency = self.latency_model(saved.mode)
@@ -309,11 +325,46 @@ class Registry:
                     f"the snapshot's MAXPHYADDR {caps.maxphyaddr} differs from {vm.vm_id}'s"
                     f" {vm.maxphyaddr}"
                 )
-            entry = self._add_vcpu(vm, caps, profile, saved.mode, latency, saved.restore_vcpu)
+            if vm is None and new_vm_id:
+                vm = self._add_vm(caps.maxphyaddr, new_vm_id)
+            entry = self._add_vcpu(
+                vm, caps, profile, saved.mode, latency, saved.restore_vcpu, vcpu_id
+            )
             saved.restore_engine(entry.engine)
             entry.injected_exits = saved.injected_exits
         self._counts_changed()
         return entry
+
+    def restore_vm(self, vm_id: str, maxphyaddr: int) -> VmEntry:
+        """An empty VM with a saved id (a state directory's restore at start)."""
+        with self._lock:
+            vm = self._add_vm(maxphyaddr, vm_id)
+        self._counts_changed()
+        return vm
+
+    def reset(self, entry: VcpuEntry, data: bytes) -> None:
+        """Put an existing vCPU back into a snapshot's state (a resumed replay's checkpoint);
+        the snapshot must be of the vCPU's profile and mode."""
+        saved = snapshots.load(data)
+        if (saved.profile, saved.mode) != (entry.profile, entry.mode):
+            raise StateError(
+                f"the checkpoint is of a {saved.profile}/{saved.mode} vCPU; {entry.vcpu_id} is"
+                f" {entry.profile}/{entry.mode}"
+            )
+        profile = _profile(saved.profile)
+        with entry.lock, entry.vm.lock:
+            entry.vcpu = saved.restore_vcpu(entry.vm.memory)
+            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode))
+            saved.restore_engine(entry.engine)
+            entry.injected_exits = saved.injected_exits
+
+
+def _number(object_id: str, kind: str) -> int:
+    """N of a ``kind-N`` id."""
+    prefix, _, number = object_id.partition("-")
+    if prefix != kind or not number.isdigit():
+        raise InvalidArgument(f"{object_id!r} is not a {kind} id ({kind}-N)")
+    return int(number)
 
 
 def _capabilities(changes: dict[str, Any]) -> Capabilities:

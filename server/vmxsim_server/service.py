@@ -5,7 +5,8 @@ Core exceptions propagate to ``status.ErrorInterceptor``, which turns them into 
 Emulation work (instructions, batches, snapshots) runs on worker threads under the vCPU's lock,
 so the event loop keeps answering other calls and health checks meanwhile. Streams check their
 deadline between batches, and ``Streams`` keeps a record of open streams so a shutdown can log
-which ones it cut.
+which ones it cut. With a state directory, a replay is persisted after each batch before the
+batch is acknowledged, and a ReplayStart with a resume token continues it (state.py).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -28,6 +30,7 @@ from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 from .config import ServerConfig
 from .execute import execute
 from .registry import Registry, VcpuEntry
+from .state import ReplayCheckpoint, StateDir
 from .translate import (
     batch_stats,
     capability_changes,
@@ -38,15 +41,51 @@ from .translate import (
     vm_message,
 )
 from .vmx.engine import BatchStats
-from .vmx.exceptions import InvalidArgument, StateError
+from .vmx.exceptions import InvalidArgument, StateError, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
 
-__all__ = ["SERVICE_NAME", "StreamInfo", "Streams", "VcpuService"]
+__all__ = ["SERVICE_NAME", "ReplayRun", "StreamInfo", "Streams", "VcpuService"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VcpuService"].full_name
 log = logging.getLogger("vmxsim.server")
 T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
+
+
+@dataclass
+class ReplayRun:
+    """A replay's progress: its totals, counters and last batch, and its resume token ("" =
+    not resumable: the server has no state directory)."""
+
+    token: str
+    vcpu_id: str
+    per_exit: bool
+    totals: BatchStats = field(default_factory=BatchStats)
+    skipped: int = 0
+    unknown: Counter[str] = field(default_factory=Counter)
+    last: int | None = None
+    resumed_after: int | None = None
+    """The checkpoint's batch when resumed: batches up to it may arrive again (duplicates)."""
+
+    def duplicate(self, sequence: int) -> bool:
+        """Whether a batch was handled before the resume: its acknowledgement was lost, so
+        the client sends it again until the first new batch."""
+        after = self.resumed_after
+        return after is not None and self.last == after and sequence <= after
+
+    @classmethod
+    def resumed(cls, checkpoint: ReplayCheckpoint) -> ReplayRun:
+        """The run as of a checkpoint's acknowledged batch."""
+        return cls(
+            checkpoint.token,
+            checkpoint.vcpu_id,
+            checkpoint.per_exit,
+            checkpoint.totals,
+            checkpoint.skipped,
+            Counter(checkpoint.unknown_reasons),
+            checkpoint.acked_sequence,
+            checkpoint.acked_sequence,
+        )
 
 
 @dataclass
@@ -116,9 +155,12 @@ def _check_deadline(context: Context, info: StreamInfo) -> None:
 class VcpuService(pb_grpc.VcpuServiceServicer):
     """vmxsim's one gRPC service over a ``Registry``."""
 
-    def __init__(self, registry: Registry, config: ServerConfig) -> None:
+    def __init__(
+        self, registry: Registry, config: ServerConfig, state: StateDir | None = None
+    ) -> None:
         self.registry = registry
         self.config = config
+        self.state = state
         self.streams = Streams()
 
     async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
@@ -241,60 +283,152 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                 return
             if first.WhichOneof("kind") != "start":
                 raise InvalidArgument("the first ReplayRequest must be a ReplayStart")
-            start = first.start
-            if start.resume_token:
-                raise StateError("this server issues no resume tokens; start a new replay")
-            vcpu_id, temporary_vm = start.vcpu_id, ""
-            if not vcpu_id:  # a temporary vCPU in a VM of its own, deleted at the end
+            async with self._replay_target(first.start) as (entry, run):
+                info.vcpu_id = entry.vcpu_id
+                async for response in self._replay(entry, run, requests, info, context):
+                    yield response
+
+    @asynccontextmanager
+    async def _replay_target(
+        self, start: pb.ReplayStart
+    ) -> AsyncIterator[tuple[VcpuEntry, ReplayRun]]:
+        """The claimed vCPU and the run of a new or resumed replay; a temporary vCPU is deleted
+        at the end, and a replay's checkpoint when it ends or fails on bad input."""
+        if start.resume_token:
+            state = self._state_for_resume()
+            token = start.resume_token
+            with state.replay_open(token):
+                checkpoint = await self._in_thread(state.load_replay, token)
+                run = ReplayRun.resumed(checkpoint)
+                log.info(
+                    "resuming replay %s after batch %d", token, checkpoint.acked_sequence,
+                    extra={"resume_token": token},
+                )  # fmt: skip
+                async with self._replay_vcpu(checkpoint.vcpu_id, checkpoint.snapshot, start) as e:
+                    yield e, run
+            return
+        token = secrets.token_urlsafe(16) if self.state is not None else ""
+        run = ReplayRun(
+            token, start.vcpu_id, start.per_exit, skipped=start.skipped,
+            unknown=Counter(dict(start.unknown_reasons)),
+        )  # fmt: skip
+        async with self._replay_vcpu(start.vcpu_id, b"", start) as entry:
+            yield entry, run
+
+    def _state_for_resume(self) -> StateDir:
+        if self.state is None:
+            raise StateError(
+                "this server keeps no replay state (start it with --state-dir); start a new replay"
+            )
+        return self.state
+
+    @asynccontextmanager
+    async def _replay_vcpu(
+        self, vcpu_id: str, snapshot: bytes, start: pb.ReplayStart
+    ) -> AsyncIterator[VcpuEntry]:
+        """Claim ``vcpu_id`` (reset to ``snapshot`` when resuming), or make a temporary vCPU in
+        a VM of its own (from ``snapshot`` when resuming) and delete it at the end."""
+        temporary_vm = ""
+        if not vcpu_id:
+            if snapshot:
+                made = await self._in_thread(self.registry.restore, snapshot)
+            else:
                 made = self.registry.create_vcpu("", start.profile, mode_from_pb(start.mode))
-                vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
-            try:
-                with self.registry.claim(vcpu_id) as entry:
-                    info.vcpu_id = entry.vcpu_id
-                    async for response in self._replay(entry, start, requests, info, context):
-                        yield response
-            finally:
-                if temporary_vm:
-                    self.registry.delete_vm(temporary_vm)
+            made.temporary = True
+            vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
+        try:
+            with self.registry.claim(vcpu_id) as entry:
+                if snapshot and not temporary_vm:
+                    await self._in_thread(self.registry.reset, entry, snapshot)
+                yield entry
+        finally:
+            if temporary_vm:
+                self.registry.delete_vm(temporary_vm)
 
     async def _replay(
         self,
         entry: VcpuEntry,
-        start: pb.ReplayStart,
+        run: ReplayRun,
         requests: AsyncIterator[pb.ReplayRequest],
         info: StreamInfo,
         context: Context,
     ) -> AsyncIterator[pb.ReplayResponse]:
-        totals = BatchStats()
-        skipped = start.skipped
-        unknown = Counter(dict(start.unknown_reasons))
-        last: int | None = None
-        async for request in requests:
-            kind = request.WhichOneof("kind")
-            if kind == "batch":
-                sequence = request.batch.sequence
-                if last is not None and sequence <= last:
-                    raise InvalidArgument(f"batch sequence {sequence} does not follow {last}")
-                stats = await self._run_batch(entry, request.batch, start.per_exit, info, context)
-                totals.add(stats)
-                last = sequence
-                progress = pb.ReplayProgress(
-                    acked_sequence=sequence,
-                    exits=totals.exits,
-                    batch=batch_stats(stats, start.per_exit),
-                )
-                yield pb.ReplayResponse(progress=progress)
-            elif kind == "end":
-                skipped += request.end.skipped
-                unknown.update(dict(request.end.unknown_reasons))
-                summary = run_summary(totals, entry.profile, entry.mode, skipped, dict(unknown))
-                yield pb.ReplayResponse(summary=summary)
-                return
-            else:
-                raise InvalidArgument(
-                    f"a ReplayRequest after the start must be a batch or the end, not {kind}"
-                )
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("kind")
+                if kind == "batch":
+                    yield await self._replay_batch(entry, run, request.batch, info, context)
+                elif kind == "end":
+                    run.skipped += request.end.skipped
+                    run.unknown.update(dict(request.end.unknown_reasons))
+                    summary = run_summary(
+                        run.totals, entry.profile, entry.mode, run.skipped, dict(run.unknown)
+                    )
+                    try:
+                        yield pb.ReplayResponse(summary=summary)
+                    finally:  # also when the client closes the stream on the summary
+                        self._forget(run)
+                    return
+                else:
+                    raise InvalidArgument(
+                        f"a ReplayRequest after the start must be a batch or the end, not {kind}"
+                    )
+        except VmxsimError:
+            self._forget(run)  # bad input: resuming would only fail again
+            raise
         raise InvalidArgument("the replay stream closed before its ReplayEnd")
+
+    async def _replay_batch(
+        self,
+        entry: VcpuEntry,
+        run: ReplayRun,
+        message: pb.ExitBatch,
+        info: StreamInfo,
+        context: Context,
+    ) -> pb.ReplayResponse:
+        """Run one batch and, with a state directory, persist the replay before acking it."""
+        sequence = message.sequence
+        if run.duplicate(sequence):
+            progress = pb.ReplayProgress(
+                acked_sequence=sequence,
+                exits=run.totals.exits,
+                batch=pb.BatchStats(sequence=sequence),
+                resume_token=run.token,
+                duplicate=True,
+            )
+            return pb.ReplayResponse(progress=progress)
+        if run.last is not None and sequence <= run.last:
+            raise InvalidArgument(f"batch sequence {sequence} does not follow {run.last}")
+        stats = await self._run_batch(entry, message, run.per_exit, info, context)
+        run.totals.add(stats)
+        run.last = sequence
+        if self.state is not None and run.token:
+            await self._in_thread(self._checkpoint, entry, run)
+        progress = pb.ReplayProgress(
+            acked_sequence=sequence,
+            exits=run.totals.exits,
+            batch=batch_stats(stats, run.per_exit),
+            resume_token=run.token,
+        )
+        return pb.ReplayResponse(progress=progress)
+
+    def _checkpoint(self, entry: VcpuEntry, run: ReplayRun) -> None:
+        assert self.state is not None and run.last is not None
+        checkpoint = ReplayCheckpoint(
+            token=run.token,
+            vcpu_id=run.vcpu_id,
+            per_exit=run.per_exit,
+            acked_sequence=run.last,
+            skipped=run.skipped,
+            unknown_reasons=dict(run.unknown),
+            totals=run.totals,
+            snapshot=self.registry.snapshot(entry),
+        )
+        self.state.save_replay(checkpoint)
+
+    def _forget(self, run: ReplayRun) -> None:
+        if self.state is not None and run.token:
+            self.state.drop_replay(run.token)
 
     # --- stats and snapshots -------------------------------------------------------------------
 

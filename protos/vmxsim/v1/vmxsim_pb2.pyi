@@ -1837,7 +1837,11 @@ class ReplayStart(_message.Message):
     """Return per-exit arrays in every ReplayProgress.batch."""
     resume_token: _builtins.str
     """Empty = a new replay; else the resume_token of an earlier ReplayProgress, to continue that
-    replay after the batch it acknowledged (e.g. after a server restart).
+    replay after the last batch the server made durable (e.g. after a server restart); the
+    other fields of this message are then ignored. Batches up to that one may be sent again:
+    they are acknowledged as duplicates. NOT_FOUND for a replay that ended or is unknown,
+    FAILED_PRECONDITION on a server without a state directory, ABORTED while the replay's
+    previous stream is still open.
     """
     skipped: _builtins.int
     """Malformed trace lines the client skipped before the first batch."""
@@ -1960,13 +1964,20 @@ class ReplayProgress(_message.Message):
     EXITS_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
     acked_sequence: _builtins.int
-    """The sequence number of the batch handled."""
+    """The sequence number of the batch handled. With a resume_token the batch is durable: the
+    server persisted the replay through it before sending this acknowledgement.
+    """
     exits: _builtins.int
     """Exits handled in this replay so far, this batch included."""
     resume_token: _builtins.str
     """Pass in ReplayStart.resume_token to continue after this batch; empty when the server
-    cannot resume this replay.
+    cannot resume this replay (it runs without a state directory).
+    """
+    duplicate: _builtins.bool
+    """True when the batch had been handled before the replay was resumed (the client sent it
+    again because its acknowledgement was lost): it was not run again and `batch` is empty.
     """
     @_builtins.property
     def batch(self) -> Global___BatchStats:
@@ -1979,10 +1990,11 @@ class ReplayProgress(_message.Message):
         exits: _builtins.int = ...,
         batch: Global___BatchStats | None = ...,
         resume_token: _builtins.str = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_sequence", b"acked_sequence", "batch", b"batch", "exits", b"exits", "resume_token", b"resume_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_sequence", b"acked_sequence", "batch", b"batch", "duplicate", b"duplicate", "exits", b"exits", "resume_token", b"resume_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -50,6 +50,10 @@ class Capabilities:
             raise ValueError(f"revision id {self.revision_id:#x} does not fit 31 bits")
         if not 32 <= self.maxphyaddr <= 52:
             raise ValueError(f"MAXPHYADDR {self.maxphyaddr} is outside 32..52")
+        if not 0 <= self.cr3_target_count < 1 << 9:  # IA32_VMX_MISC[24:16] (SDM A.6)
+            raise ValueError(f"CR3-target count {self.cr3_target_count} does not fit 9 bits")
+        if not 0 <= self.feature_control < 1 << 64:
+            raise ValueError(f"IA32_FEATURE_CONTROL {self.feature_control:#x} does not fit 64 bits")
         if self.vmcs_shadowing:
             object.__setattr__(
                 self, "secondary_allowed1", self.secondary_allowed1 | _SECONDARY_VMCS_SHADOWING

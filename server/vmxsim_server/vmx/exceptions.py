@@ -14,7 +14,9 @@ are for input the emulator cannot even interpret, and the service maps each to o
     │                    the file, the key and the problem              -> INVALID_ARGUMENT
     ├── NotFound         unknown VM, vCPU or profile name               -> NOT_FOUND
     ├── StateError       wrong state for the call, e.g. a cached write
-    │                    after the flush                                -> FAILED_PRECONDITION
+    │   │                after the flush                                -> FAILED_PRECONDITION
+    │   └── Busy         in use by another caller for now (e.g. a replay
+    │                    still open when its resume arrives); retry     -> ABORTED
     ├── LimitExceeded    a configured limit would be exceeded           -> RESOURCE_EXHAUSTED
     └── SnapshotError    a snapshot of another version, or corrupted    -> INVALID_ARGUMENT
 """
@@ -22,6 +24,7 @@ are for input the emulator cannot even interpret, and the service maps each to o
 from __future__ import annotations
 
 __all__ = [
+    "Busy",
     "InvalidArgument",
     "LimitExceeded",
     "NotFound",
@@ -66,6 +69,10 @@ class NotFound(VmxsimError):
 
 class StateError(VmxsimError):
     """The call is not valid in the object's current state."""
+
+
+class Busy(StateError):
+    """The object is in use by another caller for now; retrying later may work."""
 
 
 class LimitExceeded(VmxsimError):

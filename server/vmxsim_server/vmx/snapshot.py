@@ -28,7 +28,17 @@ from .memory import PhysicalMemory
 from .vcpu import INVALID_POINTER, Mode, Vcpu
 from .vmcs import LaunchState
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Snapshot", "dump", "load"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Snapshot",
+    "dump",
+    "load",
+    "load_totals",
+    "pack",
+    "totals_doc",
+    "unpack",
+]
 
 MAGIC = b"VMXSNAP"
 FORMAT_VERSION = 1
@@ -49,7 +59,8 @@ def _pairs(hist: Counter[Any]) -> list[list[Any]]:
     return [[value, count] for value, count in sorted(hist.items())]
 
 
-def _totals_doc(totals: BatchStats) -> dict[str, Any]:
+def totals_doc(totals: BatchStats) -> dict[str, Any]:
+    """A run's totals as a JSON-ready object (``load_totals`` reads it back exactly)."""
     return {
         "exits": totals.exits,
         "counters": {name: getattr(totals.counters, name) for name in _COUNTER_NAMES},
@@ -104,11 +115,16 @@ def dump(
     if engine is not None:
         valid, asserted, user_exit = engine.cache_state
         doc["engine"] = {
-            "totals": _totals_doc(engine.totals),
+            "totals": totals_doc(engine.totals),
             "cache": {"valid": _names(valid), "asserted": _names(asserted), "user_exit": user_exit},
         }
+    return pack(doc)
+
+
+def pack(doc: dict[str, Any], magic: bytes = MAGIC, version: int = FORMAT_VERSION) -> bytes:
+    """A JSON object as versioned bytes: ``magic | version | CRC32 | zlib(JSON)``."""
     payload = zlib.compress(json.dumps(doc, separators=(",", ":")).encode())
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, zlib.crc32(payload)) + payload
+    return _HEADER.pack(magic, version, zlib.crc32(payload)) + payload
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -232,29 +248,39 @@ class Snapshot:
             engine.resume_from(self.totals, self.cache_state)
 
 
-def _header(data: bytes) -> bytes:
+def _header(data: bytes, magic: bytes, version: int, what: str) -> bytes:
     if len(data) < _HEADER.size:
-        raise SnapshotError(f"not a vmxsim snapshot: {len(data)} bytes is too short")
-    magic, version, crc = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise SnapshotError("not a vmxsim snapshot: the data does not start with b'VMXSNAP'")
-    if version != FORMAT_VERSION:
+        raise SnapshotError(f"not a vmxsim {what}: {len(data)} bytes is too short")
+    found, found_version, crc = _HEADER.unpack_from(data)
+    if found != magic:
+        raise SnapshotError(f"not a vmxsim {what}: the data does not start with {magic!r}")
+    if found_version != version:
         raise SnapshotError(
-            f"snapshot format version {version} is not supported (this server reads version"
-            f" {FORMAT_VERSION})"
+            f"{what} format version {found_version} is not supported (this server reads version"
+            f" {version})"
         )
     payload = data[_HEADER.size :]
     if zlib.crc32(payload) != crc:
-        raise SnapshotError("snapshot is corrupted: its CRC32 does not match its contents")
+        raise SnapshotError(f"{what} is corrupted: its CRC32 does not match its contents")
     return payload
 
 
-def _decode(payload: bytes) -> dict[str, Any]:
+def unpack(
+    data: bytes, magic: bytes = MAGIC, version: int = FORMAT_VERSION, what: str = "snapshot"
+) -> dict[str, Any]:
+    """The JSON object of ``pack``'s bytes; ``SnapshotError`` for a wrong magic, version or CRC
+    (the ``what`` of the message names the kind of file, e.g. "replay checkpoint")."""
+    payload = _header(data, magic, version, what)
     try:
         doc = json.loads(zlib.decompress(payload))
     except (zlib.error, ValueError) as exc:
-        raise SnapshotError(f"snapshot is corrupted: {exc}") from None
-    return _Reader().table(doc, "snapshot")
+        raise SnapshotError(f"{what} is corrupted: {exc}") from None
+    return _Reader().table(doc, what)
+
+
+def load_totals(doc: Any, path: str = "totals") -> BatchStats:
+    """The ``BatchStats`` of ``totals_doc``'s object; ``SnapshotError`` naming a bad member."""
+    return _totals(_Reader(), doc, path)
 
 
 def _capabilities(r: _Reader, doc: dict[str, Any]) -> Capabilities:
@@ -313,8 +339,7 @@ def _region(r: _Reader, raw: Any, path: str) -> _Region:
     )
 
 
-def _totals(r: _Reader, raw: Any) -> BatchStats:
-    path = "engine.totals"
+def _totals(r: _Reader, raw: Any, path: str) -> BatchStats:
     raw = r.table(raw, path)
     counters = r.table(r.member(raw, "counters", path), f"{path}.counters")
     totals = BatchStats(
@@ -346,7 +371,7 @@ def _totals(r: _Reader, raw: Any) -> BatchStats:
 
 def load(data: bytes) -> Snapshot:
     """Validate and decode snapshot bytes; raises ``SnapshotError`` with a one-line reason."""
-    doc = _decode(_header(data))
+    doc = unpack(data)
     r = _Reader()
     regions = r.table(r.member(doc, "memory", "snapshot"), "memory")
     state = _vcpu_state(r, doc)
@@ -370,7 +395,7 @@ def load(data: bytes) -> Snapshot:
     if engine is not None:
         engine = r.table(engine, "engine")
         cache = r.table(r.member(engine, "cache", "engine"), "engine.cache")
-        snapshot.totals = _totals(r, r.member(engine, "totals", "engine"))
+        snapshot.totals = _totals(r, r.member(engine, "totals", "engine"), "engine.totals")
         snapshot.cache_state = (
             r.mask(r.member(cache, "valid", "engine.cache"), "engine.cache.valid"),
             r.mask(r.member(cache, "asserted", "engine.cache"), "engine.cache.asserted"),

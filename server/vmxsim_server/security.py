@@ -1,0 +1,165 @@
+"""Transport security and bearer-token authentication of the server.
+
+- TLS: ``--tls-cert``/``--tls-key`` serve TLS; ``--tls-client-ca`` also requires every client to
+  present a certificate signed by that CA (mutual TLS), checked by gRPC's TLS handshake.
+- Tokens: ``--auth-token-file`` (full access) and ``--auth-readonly-token-file`` (List*/Get*
+  calls and reflection only) hold one token per line (blank lines and ``#`` comments ignored),
+  read once at start. A call carries ``authorization: Bearer <token>`` metadata. Tokens are
+  compared in constant time (``hmac.compare_digest``) against every known token.
+
+Answers: no or unknown token -> UNAUTHENTICATED; a read-only token on a call that changes state
+-> PERMISSION_DENIED. ``grpc.health.v1.Health`` is always open (load balancers and Kubernetes
+probes carry no token); reflection needs a token of either kind, because it lists the API to
+whoever asks.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
+
+from vmxsim.v1 import vmxsim_pb2 as pb
+
+from .config import ConfigError, ServerConfig
+from .status import Continuation
+
+__all__ = [
+    "OPEN_SERVICES",
+    "READ_ONLY_METHODS",
+    "AuthInterceptor",
+    "read_tokens",
+    "server_credentials",
+]
+
+OPEN_SERVICES = frozenset({health_pb2.DESCRIPTOR.services_by_name["Health"].full_name})
+"""Services every caller may use without a token."""
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["VcpuService"]
+READ_ONLY_METHODS = frozenset(
+    f"/{_SERVICE.full_name}/{method.name}"
+    for method in _SERVICE.methods
+    if method.name.startswith(("List", "Get"))
+)
+"""The vmxsim methods a read-only token may call: those that only read (List*, Get*)."""
+_READ_ONLY_SERVICES = frozenset({reflection.SERVICE_NAME})
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """The TLS credentials of ``config`` (None = plaintext)."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    chain = _read(config.tls_cert, "--tls-cert")
+    key = _read(config.tls_key, "--tls-key")
+    client_ca = _read(config.tls_client_ca, "--tls-client-ca") if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def read_tokens(path: str) -> list[bytes]:
+    """The tokens of a token file: one per line, blank lines and ``#`` comments ignored."""
+    text = _read(path, "token file").decode("utf-8", errors="replace")
+    tokens = [line.strip() for line in text.splitlines()]
+    tokens = [token for token in tokens if token and not token.startswith("#")]
+    if not tokens:
+        raise ConfigError(f"token file {path} holds no token")
+    return [token.encode() for token in tokens]
+
+
+def _known(token: bytes, tokens: Iterable[bytes]) -> bool:
+    """Whether ``token`` is one of ``tokens``; compares against every one, in constant time."""
+    found = False
+    for candidate in tokens:
+        found |= hmac.compare_digest(token, candidate)
+    return found
+
+
+def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> bytes | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip().encode()
+    return None
+
+
+def _denying(
+    handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as ``handler`` that answers ``code`` without running it."""
+
+    async def deny(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(code, message)
+
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny, **codecs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny, **codecs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny, **codecs)
+    return grpc.unary_unary_rpc_method_handler(deny, **codecs)
+
+
+class AuthInterceptor(aio.ServerInterceptor):
+    """Checks the bearer token of every call except those to ``OPEN_SERVICES``."""
+
+    def __init__(self, tokens: list[bytes], read_only_tokens: list[bytes]) -> None:
+        self.tokens = tokens
+        self.read_only_tokens = read_only_tokens
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> AuthInterceptor | None:
+        """The interceptor ``config`` asks for (None = no token files: every call is open)."""
+        if not config.auth:
+            return None
+        full = read_tokens(config.auth_token_file) if config.auth_token_file else []
+        read_only = (
+            read_tokens(config.auth_readonly_token_file) if config.auth_readonly_token_file else []
+        )
+        return cls(full, read_only)
+
+    def _refusal(self, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
+        service = method.lstrip("/").partition("/")[0]
+        if service in OPEN_SERVICES:
+            return None
+        token = _bearer(metadata)
+        if token is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "this server needs 'authorization: Bearer'"
+        if _known(token, self.tokens):
+            return None
+        if _known(token, self.read_only_tokens):
+            if method in READ_ONLY_METHODS or service in _READ_ONLY_SERVICES:
+                return None
+            name = method.rsplit("/", 1)[-1]
+            return grpc.StatusCode.PERMISSION_DENIED, f"a read-only token may not call {name}"
+        return grpc.StatusCode.UNAUTHENTICATED, "the bearer token is not valid on this server"
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        refusal = self._refusal(
+            handler_call_details.method, handler_call_details.invocation_metadata
+        )
+        return handler if refusal is None else _denying(handler, *refusal)
