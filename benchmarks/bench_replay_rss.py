@@ -19,61 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench_readers import generate  # benchmarks/ is the script's directory: on sys.path
 
-from vmxsim_client.client import Client
-from vmxsim_client.rpc_errors import VmxsimRpcError
+from vmxsim_client.local_servers import local_servers, resident_kib
 
 VMXSIM = str(Path(sys.executable).with_name("vmxsim"))
-READY_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    """Peak resident set of a live process (kB), from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
-@contextmanager
-def serving() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A fresh ``vmxsim serve`` on a free loopback port, ready; stopped with SIGTERM."""
-    address = f"127.0.0.1:{_free_port()}"
-    command = [VMXSIM, "serve", "--listen", address, "--metrics-listen", "off", "--grace", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        with Client(address, timeout=1.0) as client:
-            while True:
-                try:
-                    client.list_vms()
-                    break
-                except VmxsimRpcError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError(f"vmxsim serve on {address} did not start") from None
-                    time.sleep(0.1)
-        yield address, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def run_client(args: list[str]) -> tuple[dict[str, object], int, float]:
@@ -92,10 +48,11 @@ def run_client(args: list[str]) -> tuple[dict[str, object], int, float]:
 
 def measure(trace: Path, exits: int, out: Path | None) -> dict[str, object]:
     """One replay of ``trace`` on a fresh server; its peak RSS figures."""
-    with serving() as (address, server):
+    with local_servers(1) as (server,):
+        address = server.address
         extra = ["--out", str(out)] if out is not None else []
         summary, client_kib, seconds = run_client([str(trace), "--server", address, *extra])
-        server_kib = _vm_hwm_kib(server.pid)
+        server_kib = resident_kib(server.pid, "VmHWM")
     assert summary["exits"] == exits, summary["exits"]
     return {
         "exits": exits,

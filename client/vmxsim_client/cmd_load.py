@@ -88,6 +88,10 @@ def _load(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except ImportError as exc:
         raise CliError(f"{exc}; install the load extra: pip install 'vmxsim[load]'") from None
+    except TimeoutError:
+        raise CliError(
+            f"could not connect to {args.server or 'the servers'} within {args.timeout} s"
+        ) from None
     if args.json:
         emit_json(report)
     else:
