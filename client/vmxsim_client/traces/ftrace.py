@@ -124,18 +124,17 @@ class FtraceReader(TraceReader):
         for lineno, line in enumerate(self._lines, 1):
             if pending is not None:
                 line, pending = self._unwrap(pending, lineno - 1, line), None
-            if _EXIT_EVENT not in line:
-                pending = self._other_line(lineno, line)
-                continue
             # Fast path: the 7-word payload of trace-cmd and 3.x-5.15 ftrace after a plain
             # header, split from the right so the header (task names with spaces) stays one
             # string. Anything else, and every problem, goes to _exit_line (which reports it).
             row: Row | None = None
             parts = line.rsplit(None, 9)
-            if (
-                len(parts) == 10
-                and parts[2] == "kvm_exit:"
-                and parts[3] == "reason"
+            if len(parts) < 10 or parts[2] != "kvm_exit:":
+                if _EXIT_EVENT not in line:
+                    pending = self._other_line(lineno, line)
+                    continue
+            elif (
+                parts[3] == "reason"
                 and parts[5] == "rip"
                 and parts[7] == "info"
                 and parts[1][-1] == ":"
