@@ -328,3 +328,27 @@ def test_batches_are_packed_columns_of_the_same_records() -> None:
         (r.reason, r.rip, r.qualification, r.intr_info) for b in batches for r in b.records()
     ]
     assert columns == [(r.reason, r.rip, r.qualification, r.intr_info) for r in records]
+
+
+def test_a_repeated_payload_still_reads_each_lines_own_header(tmp_path: Path) -> None:
+    """Parsed payloads are remembered by their text; timestamps and threads stay per line, and
+    a line whose header is not the plain form still takes the full path."""
+    payload = "kvm_exit: reason CPUID rip 0xffffffff81000010 info 0 0\n"
+    path = tmp_path / "repeat.txt"
+    path.write_text(
+        " qemu-system-x86-100 [001] 10.000001: kvm_entry: vcpu 0\n"
+        f" qemu-system-x86-100 [001] 10.000002: {payload}"
+        " qemu-system-x86-200 [000] 10.000003: kvm_entry: vcpu 1\n"
+        f" qemu-system-x86-200 [000] 10.000004: {payload}"
+        f" qemu-system-x86-100 [001] 10.000005: {payload}"
+        f" qemu-system-x86-100 [001] -1.5: {payload}"
+    )
+    with open_trace(path) as reader:
+        records = list(reader)
+        skipped = reader.skipped
+    assert [(r.reason, r.rip, r.timestamp, r.vcpu) for r in records] == [
+        (10, 0xFFFFFFFF81000010, 10.000002, 0),
+        (10, 0xFFFFFFFF81000010, 10.000004, 1),
+        (10, 0xFFFFFFFF81000010, 10.000005, 0),
+    ]
+    assert skipped == 1  # the negative timestamp is malformed, not a remembered payload

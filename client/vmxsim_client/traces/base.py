@@ -68,6 +68,7 @@ class TraceReader:
     """Base class: counters, error policy and the record/batch views over ``_rows()``."""
 
     format_name: ClassVar[str] = ""
+    guards_itself: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -111,12 +112,19 @@ class TraceReader:
 
         The input is closed when the rows are exhausted (or the iteration is closed).
         """
-        try:
+        if self.guards_itself:
+            return self._rows()
+        return self._guarded_rows()
+
+    def _guarded_rows(self) -> Iterator[Row]:
+        with self._reading():
             yield from self._rows()
-        except DECODE_ERRORS as exc:  # corrupt or truncated compressed input
-            self._malformed(self.lines + 1, f"unreadable compressed input: {exc}")
-        finally:
-            self.close()
+
+    def _reading(self) -> _Reading:
+        """Wrap a reader's loop: reports corrupt compressed input, closes the input at the end.
+        A reader whose ``_rows`` does this itself sets ``guards_itself`` (one generator fewer
+        per exit on the hottest path)."""
+        return _Reading(self)
 
     def batches(self, size: int = 1000) -> Iterator[ExitBatch]:
         """The exits as the core's packed-column batches of ``size`` exits (the last may be
@@ -191,3 +199,23 @@ class TraceReader:
         """Look a spelling up in the exit-reason table; subclasses narrow what they accept."""
         found = lookup_reason(spelling)
         return -1 if found is None else found.number
+
+
+class _Reading:
+    """The context of a reader's loop (see ``TraceReader._reading``)."""
+
+    def __init__(self, reader: TraceReader) -> None:
+        self.reader = reader
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+        try:
+            if isinstance(error, DECODE_ERRORS):  # corrupt or truncated compressed input
+                reader = self.reader
+                reader._malformed(reader.lines + 1, f"unreadable compressed input: {error}")
+                return True
+            return False
+        finally:
+            self.reader.close()

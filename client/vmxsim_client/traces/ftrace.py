@@ -40,9 +40,11 @@ from .base import Row, TraceReader, parse_u64
 __all__ = ["FtraceReader"]
 
 _EXIT_EVENT = "kvm_exit"
+_EXIT_EVENT_COLON = "kvm_exit:"
 _NESTED_EVENT = "kvm_nested_vmexit"  # and kvm_nested_vmexit_inject
 _PAIR_KEYS = {"info1": 1, "info2": 2, "intr_info": 3, "error_code": 4}  # key -> value index
 _HEX_CACHE_LIMIT = 1 << 16  # distinct hex tokens remembered per reader
+_PAYLOAD_CACHE_LIMIT = 1 << 16  # distinct exit payloads remembered per reader
 _INFINITY = float("inf")
 _HEADER_PREFIXES = ("#", "cpus=", "version =", "CPU:", "[...]", "...")
 
@@ -115,65 +117,92 @@ class FtraceReader(TraceReader):
             return -1  # an SVM exit code name (AMD host): not a VMX exit
         return super()._resolve(spelling)
 
+    guards_itself = True
+
     def _rows(self) -> Iterator[Row]:
         reason_of = self._reasons.get
         hex_of = self._hex_cache.get
         vcpus = self._vcpu_of_thread
+        # Exit payloads repeat (the same reason, rip and info recur), so the parsed payload of a
+        # line that took the fast path is remembered by its text: a later line with the same
+        # payload only needs its header (timestamp, thread) read.
+        payloads: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
+        payload_of = payloads.get
         pending: str | None = None  # a wrapped header waiting for its event line
         lineno = 0
-        for lineno, line in enumerate(self._lines, 1):
-            if pending is not None:
-                line, pending = self._unwrap(pending, lineno - 1, line), None
-            # Fast path: the 7-word payload of trace-cmd and 3.x-5.15 ftrace after a plain
-            # header, split from the right so the header (task names with spaces) stays one
-            # string. Anything else, and every problem, goes to _exit_line (which reports it).
-            row: Row | None = None
-            parts = line.rsplit(None, 9)
-            if len(parts) < 10 or parts[2] != "kvm_exit:":
-                if _EXIT_EVENT not in line:
+        with self._reading():
+            for lineno, line in enumerate(self._lines, 1):
+                if pending is not None:
+                    line, pending = self._unwrap(pending, lineno - 1, line), None
+                head, event, payload = line.partition(_EXIT_EVENT_COLON)
+                known = payload_of(payload)  # the payload "" (no event) is never remembered
+                if known is not None:
+                    header = head.rsplit(None, 1)
+                    stamp = header[-1]
+                    if len(header) == 2 and stamp[-1] == ":" and "." in stamp and "[" in header[0]:
+                        try:
+                            timestamp = float(stamp[:-1])
+                        except ValueError:
+                            timestamp = -1.0
+                        if 0.0 <= timestamp < _INFINITY:
+                            vcpu = vcpus.get(_thread_id(header[0]), 0) if vcpus else 0
+                            self.lines = lineno
+                            self.exits += 1
+                            yield known + (timestamp, vcpu)  # noqa: RUF005 (faster than unpacking)
+                            continue
+                if not event and _EXIT_EVENT not in line:
                     pending = self._other_line(lineno, line)
                     continue
-            elif (
-                parts[3] == "reason"
-                and parts[5] == "rip"
-                and parts[7] == "info"
-                and parts[1][-1] == ":"
-                and "[" in parts[0]
-            ):
-                try:
-                    rip = hex_of(parts[6])
-                    if rip is None:
-                        rip = self._hex(parts[6])
-                    info1 = hex_of(parts[8])
-                    if info1 is None:
-                        info1 = self._hex(parts[8])
-                    intr_info = hex_of(parts[9])
-                    if intr_info is None:
-                        intr_info = self._hex(parts[9])
-                    number = reason_of(parts[4])
-                    if number is None or number < 0:
-                        number = self._reason(parts[4])
-                    timestamp = float(parts[1][:-1])
-                    vcpu = vcpus.get(_thread_id(parts[0]), 0) if vcpus else 0
-                    if "." in parts[1] and 0.0 <= timestamp < _INFINITY:
-                        row = (number, rip, info1, 0, intr_info, 0, 0, 0, timestamp, vcpu)
-                except ValueError:
-                    pass
-            if row is None:
-                result = self._exit_line(lineno, line)
-                if result is None:
-                    continue
-                if isinstance(result, str):
-                    pending = result
-                    continue
-                row = result
-            if row[0] >= 0:
-                self.lines = lineno
-                self.exits += 1
-                yield row
-        if pending is not None and _EXIT_EVENT in pending:
-            self._bad_exit(lineno, pending, "kvm_exit record without its payload line")
-        self.lines = lineno
+                row: Row | None = None
+                # Fast path: the 7-word payload of trace-cmd and 3.x-5.15 ftrace after a plain
+                # header, split from the right so the header (task names with spaces) stays one
+                # string. Anything else, and every problem, goes to _exit_line (which reports it).
+                parts = line.rsplit(None, 9)
+                if (
+                    len(parts) == 10
+                    and parts[2] == "kvm_exit:"
+                    and parts[3] == "reason"
+                    and parts[5] == "rip"
+                    and parts[7] == "info"
+                    and parts[1][-1] == ":"
+                    and "[" in parts[0]
+                ):
+                    try:
+                        rip = hex_of(parts[6])
+                        if rip is None:
+                            rip = self._hex(parts[6])
+                        info1 = hex_of(parts[8])
+                        if info1 is None:
+                            info1 = self._hex(parts[8])
+                        intr_info = hex_of(parts[9])
+                        if intr_info is None:
+                            intr_info = self._hex(parts[9])
+                        number = reason_of(parts[4])
+                        if number is None or number < 0:
+                            number = self._reason(parts[4])
+                        timestamp = float(parts[1][:-1])
+                        vcpu = vcpus.get(_thread_id(parts[0]), 0) if vcpus else 0
+                        if "." in parts[1] and 0.0 <= timestamp < _INFINITY:
+                            row = (number, rip, info1, 0, intr_info, 0, 0, 0, timestamp, vcpu)
+                            if number >= 0 and len(payloads) < _PAYLOAD_CACHE_LIMIT:
+                                payloads[payload] = (number, rip, info1, 0, intr_info, 0, 0, 0)
+                    except ValueError:
+                        pass
+                if row is None:
+                    result = self._exit_line(lineno, line)
+                    if result is None:
+                        continue
+                    if isinstance(result, str):
+                        pending = result
+                        continue
+                    row = result
+                if row[0] >= 0:
+                    self.lines = lineno
+                    self.exits += 1
+                    yield row
+            if pending is not None and _EXIT_EVENT in pending:
+                self._bad_exit(lineno, pending, "kvm_exit record without its payload line")
+            self.lines = lineno
 
     def _hex(self, text: str) -> int:
         """A hex token as an unsigned 64-bit value, remembered (rips and infos repeat)."""
