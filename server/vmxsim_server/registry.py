@@ -41,13 +41,19 @@ T = TypeVar("T")
 
 @dataclass(eq=False)
 class VmEntry:
-    """A VM: its id, its guest-physical memory and the ids of its vCPUs in creation order."""
+    """A VM: its id, its guest-physical memory and the ids of its vCPUs in creation order.
+
+    ``implicit`` marks a VM made for a vCPU created without a VM id; it goes away with its last
+    vCPU, so creating and deleting such vCPUs leaves nothing behind. A VM made by CreateVm stays
+    until DeleteVm.
+    """
 
     vm_id: str
     maxphyaddr: int
     memory: PhysicalMemory
     vcpu_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    implicit: bool = False
 
 
 @dataclass(eq=False)
@@ -204,6 +210,7 @@ class Registry:
             raise StateError(f"{vcpu_id} exists already")
         if vm is None:
             vm = self._add_vm(caps.maxphyaddr)
+            vm.implicit = True
         with vm.lock:
             vcpu = build(vm.memory)
         if vcpu_id:
@@ -238,7 +245,8 @@ class Registry:
         return entry
 
     def delete_vcpu(self, vcpu_id: str, force: bool = False) -> None:
-        """Delete a vCPU (its VM and memory stay); ``StateError`` while a stream drives it."""
+        """Delete a vCPU; ``StateError`` while a stream drives it. Its VM and memory stay, but
+        an implicit VM (made for a vCPU created without a VM id) goes with its last vCPU."""
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
             if entry is None:
@@ -247,6 +255,8 @@ class Registry:
                 raise StateError(f"{vcpu_id} is driven by a stream; end the stream first")
             del self._vcpus[vcpu_id]
             entry.vm.vcpu_ids.remove(vcpu_id)
+            if entry.vm.implicit and not entry.vm.vcpu_ids:
+                self._vms.pop(entry.vm.vm_id, None)
         self._counts_changed()
 
     def _counts_changed(self) -> None:
