@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,20 +25,13 @@ from typing import Any, BinaryIO
 import yaml
 
 from vmxsim_client.client import Client
+from vmxsim_client.local_servers import free_port
 from vmxsim_server.vmx.mixes import load_mix, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy/grafana/dashboards/vmxsim.json"
 PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 JOB = "vmxsim"
-
-
-def free_port() -> int:
-    """A loopback port free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(ready: Callable[[], bool], timeout: float, what: str) -> None:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 from vmxsim_client.client import Client
+from vmxsim_client.local_servers import free_port
 from vmxsim_server import __version__
 from vmxsim_server.app import channel_options, start_background
 from vmxsim_server.batch_histogram import BatchHistogram
@@ -34,13 +35,6 @@ from vmxsim_server.vmx.mixes import load_mix, synthesize
 from vmxsim_server.vmx.profiles import load_profile
 from vmxsim_server.vmx.records import ExitBatch
 from vmxsim_server.vmx.vcpu import Outcome, Result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def engine_stats(profile: str = "kvm", mode: str = "nested", exits: int = 5000) -> BatchStats:

@@ -25,7 +25,7 @@ from pathlib import Path
 from .client import Client
 from .rpc_errors import VmxsimRpcError
 
-__all__ = ["LocalServer", "cpu_seconds", "local_servers", "resident_kib"]
+__all__ = ["LocalServer", "cpu_seconds", "free_port", "local_servers", "resident_kib"]
 
 READY_SECONDS = 30.0
 """How long a new server may take to answer its first call."""
@@ -56,7 +56,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -78,7 +79,7 @@ def _wait_ready(address: str, process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def _one_server(options: Sequence[str]) -> Iterator[LocalServer]:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     command = [sys.executable, *_SERVE, "--listen", address, "--metrics-listen", "off",
                "--grace", "1", "--log-level", "warning", *options]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
