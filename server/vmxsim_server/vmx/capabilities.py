@@ -22,7 +22,10 @@ KVM's nested VMX presents it to L1 (``nested_vmx_setup_ctls_msrs`` in arch/x86/k
 - IA32_VMX_EPT_VPID_CAP 0x00000F0106734141 (execute-only, 4-level walks, UC and WB, 2 MiB and
   1 GiB pages, INVEPT, accessed/dirty flags, INVVPID), IA32_VMX_VMFUNC 1 (EPTP switching);
 - VMCS shadowing (secondary control bit 14), tertiary controls and secondary VM-exit controls
-  not offered unless asked.
+  not offered unless asked;
+- the MSR bits the checks of MSR fields accept: IA32_PERF_GLOBAL_CTRL 8 general and 3 fixed
+  counters and PERF_METRICS (bit 48), IA32_DEBUGCTL bits 0-1 and 6-15, IA32_RTIT_CTL of an
+  Intel PT with address ranges 0-3, IA32_LBR_CTL bits 0-3 and 16-22 (SDM Vol. 4 table 2-2); no SGX.
 
 ``msrs()`` gives the MSR values, ``from_msrs`` builds capabilities from MSR values (``rdmsr``).
 ``offers(feature)`` answers whether a VMCS field's feature exists (``FEATURES``).
@@ -103,6 +106,12 @@ class Capabilities:
     msr_list_size: int = 0
     zero_length_injection: bool = True
     hardware_exception_error_code_free: bool = False
+    # --- MSR bits the processor supports, for the checks of MSR fields (SDM Vol. 4, 27.2.2)
+    perf_global_ctrl_valid: int = 0x0001_0007_0000_00FF
+    debugctl_valid: int = 0xFFC3
+    rtit_ctl_valid: int = 0x0100_FFFF_0F7B_FFFF
+    lbr_ctl_valid: int = 0x007F_000F
+    sgx: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.revision_id < 1 << 31:
@@ -235,8 +244,9 @@ class Capabilities:
 
 
 _WIDTHS = {
-    f.name: 64 if f.name in ("feature_control", "ept_vpid_cap", "vmfunc",
-                             "tertiary_allowed1", "exit2_allowed1") else 32
+    f.name: 64 if f.name in ("feature_control", "ept_vpid_cap", "vmfunc", "tertiary_allowed1",
+                             "exit2_allowed1", "perf_global_ctrl_valid", "debugctl_valid",
+                             "rtit_ctl_valid", "lbr_ctl_valid") else 32
     for f in fields(Capabilities)
     if f.type == "int" and f.name not in ("revision_id", "maxphyaddr", "linear_address_width",
                                           "cr3_target_count", "preemption_timer_rate",

@@ -12,8 +12,11 @@ docs/entry-checks.md all derive from ``CHECKS``.
 
 from .basic import BASIC_CHECKS
 from .controls import CONTROL_CHECKS
-from .guest import GUEST_CHECKS
+from .guest_registers import GUEST_REGISTER_CHECKS
+from .guest_segments import GUEST_SEGMENT_CHECKS
+from .guest_state import GUEST_STATE_CHECKS
 from .host import HOST_CHECKS
+from .msr_load import MSR_LOAD_CHECKS
 from .table import (
     OUTCOMES,
     Check,
@@ -44,7 +47,15 @@ __all__ = [
     "valid_state",
 ]
 
-CHECKS: tuple[Check, ...] = (*BASIC_CHECKS, *CONTROL_CHECKS, *HOST_CHECKS, *GUEST_CHECKS)
+CHECKS: tuple[Check, ...] = (
+    *BASIC_CHECKS,
+    *CONTROL_CHECKS,
+    *HOST_CHECKS,
+    *GUEST_REGISTER_CHECKS,
+    *GUEST_SEGMENT_CHECKS,
+    *GUEST_STATE_CHECKS,
+    *MSR_LOAD_CHECKS,
+)
 """Every check, in SDM order."""
 
 BY_ID: dict[str, Check] = {check.id: check for check in CHECKS}

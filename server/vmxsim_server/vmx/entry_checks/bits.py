@@ -212,6 +212,20 @@ Holds = Callable[[Values, Capabilities], bool]
 Explain = Callable[[Values, Capabilities], str]
 
 
+def per_name(
+    names: tuple[str, ...], bad: Callable[[int, Capabilities], object], what: str
+) -> Explain:
+    """An ``explain`` naming the first of ``names`` whose value is ``bad``."""
+
+    def explain(v: Values, c: Capabilities) -> str:
+        for name in names:
+            if bad(v(name), c):
+                return f"{name} = {v(name):#x} {what}"
+        return f"one of {', '.join(names)} {what}"  # pragma: no cover - called on failure only
+
+    return explain
+
+
 def _row(
     stage: Stage,
     id: str,

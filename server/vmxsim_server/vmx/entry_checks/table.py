@@ -11,10 +11,9 @@ field). It may also answer pseudo-values that are vCPU state rather than VMCS fi
 
     @current_vmcs      1 when a VMCS is current (the current-VMCS pointer is valid), else 0
     @current_vmcs_pointer  the current-VMCS pointer (VMPTRST's answer)
-    @current_vmcs_pointer  the current-VMCS pointer (VMPTRST's answer)
     @shadow_indicator  bit 31 of the current VMCS's header (the shadow-VMCS indicator)
     @mov_ss_blocking   1 when VMLAUNCH/VMRESUME follows MOV SS / POP SS (events blocked)
-    @launch            1 for VMLAUNCH, 0 for VMRESUME
+    @launch            1 for VMLAUNCH, 0 for VMRESUME (``evaluate`` answers it)
     @launch_state      1 when the current VMCS is launched, 0 when it is clear
     @vmxon_epoch_ok    1 when the VMCS was launched in the current VMX operation (no VMXOFF and
                        VMXON since its VMLAUNCH)
@@ -179,7 +178,7 @@ def evaluate(
 ) -> Report:
     """Run the checks (default: every check of ``CHECKS``) in SDM order.
 
-    ``launch`` answers ``@launch`` unless the accessor does. ``stop_at_first`` stops at the first
+    ``launch`` answers ``@launch`` (VMLAUNCH or VMRESUME). ``stop_at_first`` stops at the first
     failing check, as the processor does; without it every check runs (diagnose). A check whose
     accessor raises ``UnknownField`` is not checked; without ``memory`` the checks that read
     guest memory are not checked.
@@ -190,12 +189,7 @@ def evaluate(
         checks = CHECKS
 
     def lookup(name: str) -> int:
-        if name == "@launch":
-            try:
-                return values(name)
-            except UnknownField:
-                return int(launch)
-        return values(name)
+        return int(launch) if name == "@launch" else values(name)
 
     with_memory = _with_memory(lookup, memory) if memory is not None else lookup
     failures: list[Failure] = []
