@@ -212,7 +212,7 @@ class L0Exit:
         self._dr_armed = True
 
     def _exits(self, op: Op, rule: OpRule, operand: str | None) -> bool:
-        how = rule.operands.get(operand, rule.exits) if operand is not None else rule.exits
+        how = self._how(rule, operand)
         if how == "never":
             return False
         if how == "unless_passthrough":
@@ -226,6 +226,10 @@ class L0Exit:
             armed, self._dr_armed = self._dr_armed, False
             return armed
         return True  # always; unless_shadowed applies to VMREAD/VMWRITE only
+
+    @staticmethod
+    def _how(rule: OpRule, operand: str | None) -> str:
+        return rule.operands.get(operand, rule.exits) if operand is not None else rule.exits
 
     def vmread(self, f: Field) -> None:
         rule = self.model.rule("VMREAD")
@@ -280,6 +284,8 @@ class L0Exit:
         for _ in range(instruction.count):
             if self._exits(op, rule, instruction.operand):
                 self._exit(op.cause, rule)
+                if self._how(rule, instruction.operand) == "first_since_l0_exit":
+                    self._dr_armed = False  # L0 stops MOV-DR exiting until its next exit
 
     def entry(self, launch: bool) -> None:
         """L1's VMLAUNCH/VMRESUME of L2; its round trip is in the base, not added here."""
