@@ -196,8 +196,10 @@ class Client:
         vmcs_shadowing: bool | None = None,
         cr3_target_count: int | None = None,
         feature_control: int | None = None,
+        l0: str | None = None,
     ) -> RemoteVcpu:
-        """A new vCPU outside VMX operation; capabilities left None take the server's default."""
+        """A new vCPU outside VMX operation; capabilities left None take the server's default;
+        ``l0`` names the L0 model of a nested mode (None = the profile's default)."""
         given: dict[str, Any] = {
             "revision_id": revision_id,
             "maxphyaddr": maxphyaddr,
@@ -208,7 +210,11 @@ class Client:
         }
         capabilities = pb.Capabilities(**{k: v for k, v in given.items() if v is not None})
         request = pb.CreateVcpuRequest(
-            vm_id=vm or "", profile=profile, mode=mode_to_pb(mode), capabilities=capabilities
+            vm_id=vm or "",
+            profile=profile,
+            mode=mode_to_pb(mode),
+            capabilities=capabilities,
+            l0=l0 or "",
         )
         reply = self._call(self._stub.CreateVcpu, request)
         return RemoteVcpu(self, VcpuInfo.from_pb(reply.vcpu))
@@ -284,9 +290,11 @@ class Client:
         resume: bool = False,
         resume_timeout: float = RESUME_TIMEOUT_SECONDS,
         max_unacked: int = DEFAULT_MAX_UNACKED,
+        l0: str | None = None,
     ) -> dict[str, Any]:
         """Replay exits (records, column batches or a trace reader) on a temporary vCPU of
-        ``profile``/``mode`` (or on ``vcpu``); returns the run summary.
+        ``profile``/``mode`` (and L0 model ``l0`` when nested; or on ``vcpu``); returns the run
+        summary.
 
         ``on_progress`` gets one dict per acknowledged batch: ``acked_sequence``, ``exits`` so
         far, ``batch`` (``wire.batch_dict``), ``resume_token`` and ``duplicate`` (a batch sent
@@ -305,6 +313,7 @@ class Client:
             mode=mode_to_pb(mode),
             per_exit=per_exit,
             skipped=skipped,
+            l0=l0 or "",
             unknown_reasons=dict(unknown_reasons or {}),
         )
 

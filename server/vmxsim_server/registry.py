@@ -27,6 +27,7 @@ from .vmx import snapshot as snapshots
 from .vmx.capabilities import Capabilities
 from .vmx.engine import BatchStats, Engine
 from .vmx.exceptions import InvalidArgument, LimitExceeded, NotFound, StateError
+from .vmx.l0 import available_l0_models
 from .vmx.latency import LatencyModel
 from .vmx.memory import PhysicalMemory
 from .vmx.profiles import Profile, available_profiles, load_profile
@@ -158,11 +159,16 @@ class Registry:
 
     # --- vCPUs ---------------------------------------------------------------------------------
 
-    def latency_model(self, mode: str) -> LatencyModel:
-        """The shared (stateless) latency model of a mode; ``InvalidArgument`` when unknown."""
-        model = self._latency.get(mode)
+    def latency_model(self, mode: str, l0: str = "") -> LatencyModel:
+        """The shared (stateless) latency model of a mode and L0 model (empty = each profile's
+        default); ``InvalidArgument`` when unknown (a remote caller names bundled models only)."""
+        key = f"{mode}/{l0}"
+        model = self._latency.get(key)
         if model is None:
-            model = self._latency.setdefault(mode, LatencyModel(mode))
+            if l0 and l0 not in available_l0_models():
+                known = ", ".join(available_l0_models())
+                raise InvalidArgument(f"unknown L0 model {l0!r} (known: {known})")
+            model = self._latency.setdefault(key, LatencyModel(mode, l0=l0 or None))
         return model
 
     def create_vcpu(
@@ -171,6 +177,7 @@ class Registry:
         profile: str = "",
         mode: str = "native",
         capabilities: dict[str, Any] | None = None,
+        l0: str = "",
     ) -> VcpuEntry:
         """A new vCPU outside VMX operation.
 
@@ -178,7 +185,7 @@ class Registry:
         to the VM's and must equal it.
         """
         loaded = _profile(profile)
-        latency = self.latency_model(mode)
+        latency = self.latency_model(mode, l0)
         changes = dict(capabilities or {})
         with self._lock:
             vm = self._vm(vm_id) if vm_id else None

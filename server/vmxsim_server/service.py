@@ -194,7 +194,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             capability_changes(request.capabilities) if request.HasField("capabilities") else {}
         )
         entry = self.registry.create_vcpu(
-            request.vm_id, request.profile, mode_from_pb(request.mode), changes
+            request.vm_id, request.profile, mode_from_pb(request.mode), changes, request.l0
         )
         log.debug(
             "created %s in %s (%s, %s)", entry.vcpu_id, entry.vm.vm_id, entry.profile, entry.mode,
@@ -333,7 +333,9 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             if snapshot:
                 made = await self._in_thread(self.registry.restore, snapshot)
             else:
-                made = self.registry.create_vcpu("", start.profile, mode_from_pb(start.mode))
+                made = self.registry.create_vcpu(
+                    "", start.profile, mode_from_pb(start.mode), l0=start.l0
+                )
             made.temporary = True
             vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
         try:
