@@ -298,7 +298,7 @@ def test_console_script_runs_exec(vmxsim_address: str, tmp_path: Path) -> None:
 def test_the_sample_trace_is_installed_and_reproducible(tmp_path: Path) -> None:
     from importlib import resources
 
-    from vmxsim_client.cmd_demo import SAMPLE_TRACE
+    from vmxsim_client.cli.cmd_demo import SAMPLE_TRACE
 
     shipped = resources.files("vmxsim_client").joinpath("data", SAMPLE_TRACE).read_bytes()
     script = Path(__file__).resolve().parents[1] / "scripts" / "make_sample_trace"

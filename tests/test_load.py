@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from vmxsim_client.cli import main
-from vmxsim_client.load import LoadPlan, run_load, split_quota
-from vmxsim_client.local_servers import LocalServer, local_servers
-from vmxsim_client.sharding import ShardedClient, split_qualified
+from vmxsim_client.load.local_servers import LocalServer, local_servers
+from vmxsim_client.load.runner import LoadPlan, run_load, split_quota
+from vmxsim_client.load.sharding import ShardedClient, split_qualified
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "deploy/load/locustfile.py"
 

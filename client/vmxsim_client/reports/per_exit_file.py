@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Iterator
 from typing import IO, Any
 
-from .errors import CliError
+from ..errors import CliError
 from .per_exit import JoinedBatch
 
 __all__ = ["OUT_SUFFIXES", "PerExitFile", "check_out_path"]

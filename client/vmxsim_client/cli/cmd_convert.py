@@ -14,9 +14,9 @@ import sys
 import tempfile
 from typing import IO, Any
 
-from .errors import CliError
-from .traces import FORMATS, TraceParseError, TraceReader, open_trace, write_jsonl
-from .traces.compression import open_output
+from ..errors import CliError
+from ..traces import FORMATS, TraceParseError, TraceReader, open_trace, write_jsonl
+from ..traces.compression import open_output
 
 __all__ = ["register"]
 

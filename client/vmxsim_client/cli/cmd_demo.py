@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from .cli_common import Progress, add_server_options, client_from_args, rpc_command
-from .comparison import DEFAULT_MODES, DEFAULT_PROFILES, compare, print_comparison, ratios
+from ..reports.comparison import DEFAULT_MODES, DEFAULT_PROFILES, compare, ratios
+from ..reports.progress import Progress
+from .cmd_compare import print_comparison
+from .common import add_server_options, client_from_args, rpc_command
 from .output import emit_json
 
 __all__ = ["SAMPLE_TRACE", "register", "takeaways"]
@@ -63,7 +65,7 @@ def takeaways(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 @rpc_command
 def _demo(args: argparse.Namespace) -> int:
-    sample = resources.files(__package__).joinpath("data", SAMPLE_TRACE)
+    sample = resources.files("vmxsim_client").joinpath("data", SAMPLE_TRACE)
     with resources.as_file(sample) as path, client_from_args(args) as client:
         if not args.json:
             where = args.server or "an in-process server"

@@ -22,8 +22,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import Client
-from .rpc_errors import VmxsimRpcError
+from ..client import Client
+from ..rpc_errors import VmxsimRpcError
 
 __all__ = ["LocalServer", "cpu_seconds", "free_port", "local_servers", "resident_kib"]
 

@@ -13,9 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from .cli_common import add_batch_size_option, add_profile_options, rpc_command
-from .errors import CliError
-from .load import (
+from ..errors import CliError
+from ..load.runner import (
     MAX_CLIENTS,
     MAX_DURATION_SECONDS,
     MAX_VCPUS,
@@ -24,8 +23,9 @@ from .load import (
     LoadPlan,
     run_load,
 )
+from ..traces.mix import MIX_PREFIX
+from .common import add_batch_size_option, add_profile_options, rpc_command
 from .output import emit_json, render_rows
-from .traces.mix import MIX_PREFIX
 
 __all__ = ["register"]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .comparison import comparison_rows, reason_rows
 
 if TYPE_CHECKING:
-    from .reports import Report
+    from .runs import Report
 
 __all__ = ["render_html"]
 

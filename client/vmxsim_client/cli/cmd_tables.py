@@ -8,7 +8,7 @@ from typing import Any
 from vmxsim_server.vmx import EXIT_REASONS, decode_encoding
 from vmxsim_server.vmx.fields import ALL_FIELDS, BY_ENCODING, Field, Kind, Width
 
-from .errors import CliError
+from ..errors import CliError
 from .output import FORMATS, emit_json, render_rows
 
 __all__ = ["register"]

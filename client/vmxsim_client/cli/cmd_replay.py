@@ -14,24 +14,24 @@ import argparse
 from contextlib import nullcontext
 from typing import Any
 
-from .cli_common import (
-    Progress,
+from ..client import Client
+from ..reports.per_exit import MAX_IN_FLIGHT, ExitTap, RecordedComparison
+from ..reports.per_exit_file import OUT_SUFFIXES, PerExitFile, check_out_path
+from ..reports.progress import Progress
+from ..reports.sources import exit_source
+from ..resume import DEFAULT_MAX_UNACKED
+from .common import (
     add_batch_size_option,
     add_profile_options,
     add_server_options,
     add_trace_options,
     check_batch_size,
     client_from_args,
-    exit_source,
     print_summary,
     rpc_command,
     warn_skipped,
 )
-from .client import Client
 from .output import emit_json, render_rows
-from .per_exit import MAX_IN_FLIGHT, ExitTap, RecordedComparison
-from .per_exit_file import OUT_SUFFIXES, PerExitFile, check_out_path
-from .resume import DEFAULT_MAX_UNACKED
 
 __all__ = ["register", "replay_source"]
 

@@ -4,7 +4,7 @@ self-contained HTML page (``vmxsim report``, ``vmxsim compare --html``).
 Every run goes through the server (Replay with ``per_exit=True``); the per-exit VMREAD/VMWRITE
 counts of each acknowledged batch are folded into histograms on arrival (``Counter``: memory
 grows with the number of distinct counts, never with the trace). Rendering is in
-``report_charts`` (matplotlib, optional extra ``reports``) and ``report_html``.
+``charts`` (matplotlib, optional extra ``reports``) and ``html_page``, written by ``write``.
 
     report = collect(client, "mix:linux-boot:50000", ["haxm-legacy", "kvm"], ["native", "nested"])
     write_report(report, out_dir="report", html="report.html")
@@ -12,18 +12,17 @@ grows with the number of distinct counts, never with the trace). Rendering is in
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from .cli_common import Progress
-from .client import DEFAULT_BATCH_SIZE, Client
+from ..client import DEFAULT_BATCH_SIZE, Client
 from .comparison import compare
+from .progress import Progress
 
-__all__ = ["Report", "RunResult", "collect", "write_report"]
+__all__ = ["Report", "RunResult", "collect"]
 
 
 @dataclass
@@ -105,36 +104,3 @@ def collect(
         for summary, (reads, writes) in zip(summaries, histograms, strict=True)
     ]
     return Report(spec, runs)
-
-
-def write_report(
-    report: Report, *, out_dir: str | None = None, html: str | None = None
-) -> list[str]:
-    """Render the charts; write them as PNGs into ``out_dir`` and/or the HTML page to
-    ``html`` (PNGs embedded). Returns the paths written."""
-    from .report_charts import render_charts
-    from .report_html import render_html
-
-    charts = render_charts(report)
-    written = []
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        for name, png in charts.items():
-            path = os.path.join(out_dir, name)
-            _write_atomically(path, png)
-            written.append(path)
-    if html is not None:
-        _write_atomically(html, render_html(report, charts).encode("utf-8"))
-        written.append(html)
-    return written
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    temp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temp, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)

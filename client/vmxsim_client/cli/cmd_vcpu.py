@@ -10,7 +10,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from .cli_common import (
+from ..wire import VcpuInfo
+from .common import (
     add_server_options,
     add_vcpu_options,
     client_from_args,
@@ -18,7 +19,6 @@ from .cli_common import (
     rpc_command,
 )
 from .output import emit_json, render_rows
-from .wire import VcpuInfo
 
 __all__ = ["register"]
 

@@ -25,7 +25,7 @@ from grpc import aio
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 
-from .client import CHANNEL_OPTIONS
+from ..client import CHANNEL_OPTIONS
 from .sharding import split_qualified
 
 __all__ = ["HISTOGRAM_MICROSECONDS", "Payload", "Tally", "drive_group", "drive_in_children",
@@ -172,7 +172,7 @@ def _child_main() -> None:
     sys.stdout.buffer.write(pickle.dumps(result))
 
 
-_CHILD = ("-c", "from vmxsim_client.load_driver import _child_main; _child_main()")
+_CHILD = ("-c", "from vmxsim_client.load.driver import _child_main; _child_main()")
 
 
 def drive_in_children(groups: list[tuple[Any, ...]]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from vmxsim_server.config import OPTIONS, ConfigError, add_arguments, from_arguments
 
-from .errors import CliError
+from ..errors import CliError
 
 __all__ = ["register"]
 

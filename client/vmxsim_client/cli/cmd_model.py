@@ -27,7 +27,7 @@ from vmxsim_server.vmx.projection import (
 from vmxsim_server.vmx.records import ExitBatch
 from vmxsim_server.vmx.summary import reason_name
 
-from .errors import CliError
+from ..errors import CliError
 from .output import FORMATS, emit_json, render_rows
 
 __all__ = ["register"]

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from vmxsim_server.vmx.exceptions import VmxsimError
 
+from ..errors import CliError
 from . import (
     cmd_compare,
     cmd_convert,
@@ -24,7 +25,6 @@ from . import (
     cmd_tune,
     cmd_vcpu,
 )
-from .errors import CliError
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """``vmxsim report``: one trace through several profiles and modes, drawn as charts.
 
 Replays TRACE (a trace file, ``-`` or ``mix:NAME[:EXITS[:SEED]]``) through every profile x mode
-on the server with per-exit results, then writes the PNG charts of ``report_charts`` into
+on the server with per-exit results, then writes the PNG charts of ``reports.charts`` into
 ``--out-dir`` (default ``vmxsim-report``) and, with ``--html FILE``, one self-contained HTML page
 with the charts and the summary tables. Needs matplotlib (``pip install 'vmxsim[reports]'``).
 ``--json`` prints ``{"trace": TRACE, "files": [paths written], "runs": [run summary, ...]}``.
@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .cli_common import Progress, add_server_options, client_from_args, rpc_command
+from ..reports.progress import Progress
+from ..reports.runs import collect
+from ..reports.write import write_report
 from .cmd_compare import add_grid_options, grid_from_args, require_charts
+from .common import add_server_options, client_from_args, rpc_command
 from .output import emit_json
-from .reports import collect, write_report
 
 __all__ = ["DEFAULT_OUT_DIR", "register"]
 

@@ -28,12 +28,12 @@ from typing import Any
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_server.config import is_loopback
 
-from .client import DEFAULT_BATCH_SIZE
-from .inprocess import connect
-from .load_driver import Payload, drive_group, drive_in_children, new_histogram
+from ..client import DEFAULT_BATCH_SIZE
+from ..inprocess import connect
+from ..traces import open_trace
+from ..wire import exit_batches
+from .driver import Payload, drive_group, drive_in_children, new_histogram
 from .sharding import ShardedClient
-from .traces import open_trace
-from .wire import exit_batches
 
 __all__ = [
     "MAX_CLIENTS",

@@ -8,29 +8,23 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import shutil
-import stat
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, TextIO
-
-from tqdm import tqdm
 
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.profiles import available_profiles
 
-from .client import DEFAULT_BATCH_SIZE, Client, RemoteVcpu
-from .connection import add_connection_options, client_kwargs
-from .errors import CliError
-from .inprocess import connect
+from ..client import DEFAULT_BATCH_SIZE, Client, RemoteVcpu
+from ..connection import add_connection_options, client_kwargs
+from ..errors import CliError
+from ..inprocess import connect
+from ..rpc_errors import VmxsimRpcError
+from ..traces import FORMATS
 from .output import render_rows
-from .rpc_errors import VmxsimRpcError
-from .traces import FORMATS, open_trace
 
 __all__ = [
-    "Progress",
     "add_batch_size_option",
     "add_profile_options",
     "add_server_options",
@@ -39,8 +33,6 @@ __all__ = [
     "check_batch_size",
     "client_from_args",
     "create_vcpu_from_args",
-    "exit_opener",
-    "exit_source",
     "parse_u64",
     "print_summary",
     "rpc_command",
@@ -191,134 +183,6 @@ def check_batch_size(args: argparse.Namespace) -> None:
     """``--batch-size`` must be positive."""
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
-
-
-@contextmanager
-def exit_source(spec: str, trace_format: str | None = None, strict: bool = False) -> Iterator[Any]:
-    """A trace reader for a file (``-`` = stdin) or a ``mix:NAME[:EXITS[:SEED]]`` spec; it has
-    ``skipped``/``unknown_reasons``/``errors`` counters. CliError when the file cannot be read."""
-    try:
-        reader = open_trace(spec, format=trace_format, strict=strict)
-    except OSError as exc:
-        raise CliError(f"cannot read {spec}: {exc.strerror or exc}") from None
-    with reader:
-        yield reader
-
-
-class _ReadExits(list[Any]):
-    """Exits read into memory, with the reader's counters (sent when each replay ends)."""
-
-    def __init__(self, exits: Iterable[Any], skipped: int, unknown_reasons: Counter[str]) -> None:
-        super().__init__(exits)
-        self.skipped = skipped
-        self.unknown_reasons = unknown_reasons
-
-
-@contextmanager
-def exit_opener(
-    spec: str, trace_format: str | None = None, strict: bool = False
-) -> Iterator[Callable[[], AbstractContextManager[Any]]]:
-    """A function giving the exits of one of several runs: a fresh reader per run for a file or
-    a mix (memory stays flat), the same in-memory list for standard input (read only once)."""
-    if spec != "-":
-        yield lambda: exit_source(spec, trace_format, strict)
-        return
-    with exit_source(spec, trace_format, strict) as source:
-        exits = _ReadExits(
-            source, getattr(source, "skipped", 0), Counter(getattr(source, "unknown_reasons", {}))
-        )
-    yield lambda: nullcontext(exits)
-
-
-class Progress:
-    """A progress bar on standard error (tqdm), only when that is a terminal.
-
-    ``start(source)`` opens a bar for one run: for a trace file, the bytes read (compressed
-    bytes for compressed input, ``reader.bytes_read``) against the file's size; for a mix or
-    an in-memory list, exits against their number; for standard input, a count of exits with
-    no end. ``update(exits)`` moves it (tqdm limits redraws to ten a second).
-    """
-
-    def __init__(self, enabled: bool = True, out: TextIO | None = None) -> None:
-        self.out = out if out is not None else sys.stderr
-        self.enabled = enabled and self.out.isatty()
-        self._bar: tqdm[Any] | None = None
-        self._source: Any = None
-        self._by_bytes = False
-        self.total: int | None = None
-        """The current bar's end: bytes, exits, or None (no known end)."""
-
-    def start(self, source: Any, label: str = "") -> None:
-        """A new bar for a run over ``source`` (a trace reader, a mix or a list of exits)."""
-        self.done()
-        if not self.enabled:
-            return
-        size = _file_size(getattr(source, "source", None))
-        self._source, self._by_bytes = source, size is not None and hasattr(source, "bytes_read")
-        columns, lines = _terminal_size(self.out)
-        common: dict[str, Any] = {
-            "desc": label or None,
-            "file": self.out,
-            "leave": False,
-            "mininterval": 0.1,
-            "ncols": columns,
-            "nrows": lines,
-            "unit_scale": True,
-        }
-        if self._by_bytes:
-            self.total = size
-            self._bar = tqdm(total=size, unit="B", unit_divisor=1024, **common)
-        else:
-            self.total = _exit_total(source)
-            self._bar = tqdm(total=self.total, unit=" exits", **common)
-
-    def update(self, exits: int) -> None:
-        """``exits`` acknowledged so far in the current run."""
-        bar = self._bar
-        if bar is None:
-            return
-        if self._by_bytes:
-            bar.set_postfix_str(f"{exits:,} exits", refresh=False)
-            bar.update(self._source.bytes_read - bar.n)
-        else:
-            bar.update(exits - bar.n)
-
-    def done(self) -> None:
-        """Close the bar (it clears its line)."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-def _terminal_size(out: TextIO) -> tuple[int, int]:
-    """(columns, lines) of the terminal. tqdm's own probe reads 0 x 0 on a pseudo-terminal
-    whose size was never set (``script``, CI) and then draws nothing: fall back to
-    ``shutil.get_terminal_size`` (``$COLUMNS``/``$LINES``, else 80 x 24)."""
-    try:
-        size = os.get_terminal_size(out.fileno())
-    except (OSError, ValueError):
-        size = os.terminal_size((0, 0))
-    fallback = shutil.get_terminal_size()
-    return size.columns or fallback.columns, size.lines or fallback.lines
-
-
-def _file_size(path: object) -> int | None:
-    """The size of a regular file named ``path`` (None for stdin, a mix spec, a pipe...)."""
-    if not isinstance(path, str):
-        return None
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) and status.st_size else None
-
-
-def _exit_total(source: Any) -> int | None:
-    """How many exits ``source`` will give, when that is known before reading it."""
-    wanted = getattr(source, "exits_wanted", None)  # a mix:NAME:EXITS spec
-    if wanted is not None:
-        return int(wanted)
-    return len(source) if isinstance(source, Sized) else None
 
 
 def _per_exit(count: int, exits: int) -> str:

@@ -11,21 +11,21 @@ import argparse
 import sys
 from typing import Any
 
-from .cli_common import (
+from ..errors import CliError
+from ..reports.sources import exit_source
+from ..traces.mix import MIX_PREFIX
+from .common import (
     add_batch_size_option,
     add_profile_options,
     add_server_options,
     add_trace_options,
     check_batch_size,
     client_from_args,
-    exit_source,
     print_summary,
     rpc_command,
     warn_skipped,
 )
-from .errors import CliError
 from .output import emit_json
-from .traces.mix import MIX_PREFIX
 
 __all__ = ["register"]
 

@@ -11,13 +11,23 @@ read once into memory), or ``mix:NAME[:EXITS[:SEED]]``: a shipped exit mix synth
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from vmxsim_server.vmx.latency import MODES
 
-from .cli_common import (
-    Progress,
+from ..errors import CliError
+from ..reports.comparison import (
+    DEFAULT_MODES,
+    DEFAULT_PROFILES,
+    compare,
+    comparison_rows,
+    ratios,
+    reason_rows,
+)
+from ..reports.progress import Progress
+from .common import (
     add_batch_size_option,
     add_server_options,
     add_trace_options,
@@ -25,11 +35,9 @@ from .cli_common import (
     client_from_args,
     rpc_command,
 )
-from .comparison import DEFAULT_MODES, DEFAULT_PROFILES, compare, print_comparison, ratios
-from .errors import CliError
-from .output import emit_json
+from .output import emit_json, render_rows
 
-__all__ = ["add_grid_options", "grid_from_args", "register"]
+__all__ = ["add_grid_options", "grid_from_args", "print_comparison", "register"]
 
 
 def _names(text: str, what: str, known: Sequence[str] | None = None) -> list[str]:
@@ -75,7 +83,8 @@ def _compare(args: argparse.Namespace) -> int:
     progress = Progress(enabled=not args.json)
     with client_from_args(args) as client:
         if args.html is not None:
-            from .reports import collect, write_report
+            from ..reports.runs import collect
+            from ..reports.write import write_report
 
             require_charts()
             report = collect(client, args.trace, profiles, modes, args, progress)
@@ -102,7 +111,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def require_charts() -> None:
     """CliError unless matplotlib can be imported (before any replay runs)."""
-    from .report_charts import require_matplotlib
+    from ..reports.charts import require_matplotlib
 
     require_matplotlib()
 
@@ -121,3 +130,15 @@ def register(sub: Any) -> None:
     )
     add_server_options(p)
     p.set_defaults(func=_compare)
+
+
+def print_comparison(runs: Sequence[dict[str, Any]], out: TextIO | None = None) -> None:
+    """The comparison table (per profile and mode) and the per-reason breakdown."""
+    stream = out if out is not None else sys.stdout
+    rows = comparison_rows(runs)
+    render_rows(rows, list(rows[0]) if rows else [], out=stream)
+    stream.write("\n")
+    reasons = reason_rows(runs)
+    if reasons:
+        stream.write("VMREADs/VMWRITEs per exit, by exit reason:\n")
+        render_rows(reasons, list(reasons[0]), out=stream)

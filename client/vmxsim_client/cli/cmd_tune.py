@@ -15,9 +15,9 @@ from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.profiles import load_profile
 from vmxsim_server.vmx.tune import simulate, tune
 
-from .errors import CliError
+from ..errors import CliError
+from ..traces import FORMATS, TraceParseError, open_trace
 from .output import emit_json
-from .traces import FORMATS, TraceParseError, open_trace
 
 __all__ = ["register"]
 

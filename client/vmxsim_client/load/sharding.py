@@ -19,8 +19,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from .client import Client, RemoteVcpu
-from .wire import VcpuInfo
+from ..client import Client, RemoteVcpu
+from ..wire import VcpuInfo
 
 __all__ = ["SEPARATOR", "ShardedClient", "qualify", "split_qualified"]
 

@@ -8,14 +8,13 @@ profile's native run.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TextIO
+from typing import Any
 
-from .cli_common import Progress, exit_opener
-from .client import DEFAULT_BATCH_SIZE, Client
-from .output import render_rows
+from ..client import DEFAULT_BATCH_SIZE, Client
+from .progress import Progress
+from .sources import exit_opener
 
 __all__ = [
     "DEFAULT_MODES",
@@ -24,7 +23,6 @@ __all__ = [
     "compare",
     "comparison_rows",
     "first_run_per_profile",
-    "print_comparison",
     "ratios",
     "reason_rows",
     "run_grid",
@@ -191,15 +189,3 @@ def reason_rows(runs: Sequence[Summary]) -> list[dict[str, str]]:
             row[f"{profile} rd/wr"] = shown
         rows.append(row)
     return rows
-
-
-def print_comparison(runs: Sequence[Summary], out: TextIO | None = None) -> None:
-    """The comparison table (per profile and mode) and the per-reason breakdown."""
-    stream = out if out is not None else sys.stdout
-    rows = comparison_rows(runs)
-    render_rows(rows, list(rows[0]) if rows else [], out=stream)
-    stream.write("\n")
-    reasons = reason_rows(runs)
-    if reasons:
-        stream.write("VMREADs/VMWRITEs per exit, by exit reason:\n")
-        render_rows(reasons, list(reasons[0]), out=stream)

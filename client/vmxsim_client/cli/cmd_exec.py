@@ -12,15 +12,15 @@ import json
 import sys
 from typing import Any
 
-from .cli_common import (
+from ..errors import CliError
+from ..instructions import OPS, Instruction, InstructionResult, usage
+from .common import (
     add_server_options,
     add_vcpu_options,
     client_from_args,
     create_vcpu_from_args,
     rpc_command,
 )
-from .errors import CliError
-from .instructions import OPS, Instruction, InstructionResult, usage
 
 __all__ = ["parse_script", "register"]
 

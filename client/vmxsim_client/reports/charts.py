@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from vmxsim_server.vmx.summary import distribution
 
-from .errors import CliError
+from ..errors import CliError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .reports import Report, RunResult
+    from .runs import Report, RunResult
 
 __all__ = ["CHART_FILES", "render_charts", "require_matplotlib"]
 
