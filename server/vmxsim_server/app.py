@@ -38,6 +38,7 @@ from .limits import LIMITS
 from .metrics import ServerMetrics
 from .observe import NULL_OBSERVER, Observer
 from .registry import Registry
+from .request_limits import RequestSizeInterceptor
 from .security import AuthInterceptor, server_credentials
 from .service import SERVICE_NAME, VcpuService
 from .state import StateDir
@@ -218,7 +219,10 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
     state = await asyncio.to_thread(_open_state, config, registry)
     service = VcpuService(registry, config, state, auth)
     # metrics first, so it sees the status codes the others set; then who may call at all
-    interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
+    interceptors: list[aio.ServerInterceptor] = [
+        ErrorInterceptor(f"/{SERVICE_NAME}/"),
+        RequestSizeInterceptor(config.max_instructions),  # inside: its errors get mapped
+    ]
     if auth is not None:
         interceptors.insert(0, auth)
     if metrics is not None:
