@@ -346,13 +346,13 @@ class Vcpu:
         vCPU state behind the ``@`` pseudo-values (``entry_checks.table``)."""
         region = self.current
         values = region.values if region is not None else [0] * len(_FIELD_BITS)
+        launched = region is not None and region.launch_state is LaunchState.LAUNCHED
         pseudo = {
             "@current_vmcs": int(region is not None),
+            "@current_vmcs_pointer": self.current_pointer,
             "@shadow_indicator": self.memory.read32(region.address) >> 31 if region else 0,
             "@mov_ss_blocking": int(self.mov_ss_blocking),
-            "@launch_state": int(
-                region is not None and region.launch_state is LaunchState.LAUNCHED
-            ),
+            "@launch_state": int(launched),
             "@vmxon_epoch_ok": int(region is not None and region.launch_epoch == self.vmxon_epoch),
         }
         bits = _FIELD_BITS
