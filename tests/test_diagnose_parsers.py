@@ -46,8 +46,12 @@ def kvm_body() -> list[str]:
         ("kvm-4x-syslog-efer-lma.log", "kvm-dump_vmcs", 105),
         ("kvm-5x-quoted-wrapped-cr0.eml", "kvm-dump_vmcs", 110),
         ("xen-ia32e-pae.log", "xen-vmcs_dump", 109),
+        ("xen-quoted-cr3-noflush.eml", "xen-vmcs_dump", 109),
         ("haxm-linux-cr4-vmxe.log", "haxm-dump_vmcs", 127),
         ("haxm-debugview-passes.log", "haxm-dump_vmcs", 127),
+        ("haxm-netbsd-sti-if.log", "haxm-dump_vmcs", 127),
+        ("kvm-6x-tr-unusable.log", "kvm-dump_vmcs", 111),
+        ("qemu-tr-unusable.txt", "qemu-cpu_dump", 44),
         ("qemu-tr-ti.txt", "qemu-cpu_dump", 44),
         ("plain-host-selector.txt", "plain", 19),
     ],
@@ -166,6 +170,18 @@ def test_xen_reads_the_segment_table_and_the_reported_reason() -> None:
     assert values["HOST_RIP"] == 0xFFFF82D04031A2E0 and values["HOST_RSP"] == 0xFFFF83023A4DFF70
     assert values["GUEST_IA32_EFER"] == 0xD01 and values["EPTP_INDEX"] == 0
     assert values["SECONDARY_VM_EXEC_CONTROL"] == 0x14EB
+
+
+def test_quoted_xen_mail_starts_at_its_failure_line() -> None:
+    (dump,) = read_dumps((DUMPS / "xen-quoted-cr3-noflush.eml").read_bytes())
+    assert dump.line == 4 and dump.reported_exit_reason == 0x80000021
+    assert dump.values["GUEST_CR3"] == 0x800000001C3E4001
+
+
+def test_a_xen_excerpt_that_kvm_reads_as_well_is_xen() -> None:
+    lines = (DUMPS / "xen-ia32e-pae.log").read_text().splitlines()[:6]
+    (dump,) = read_dumps("\n".join("> " + line for line in lines))
+    assert dump.format == "xen-vmcs_dump" and len(dump.values) == 7
 
 
 def test_haxm_names_and_encodings_map_to_the_field_table() -> None:

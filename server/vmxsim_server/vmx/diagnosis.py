@@ -26,10 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import entry_checks
 from .capabilities import DEFAULT_CAPABILITIES, Capabilities
 from .dumps import Dump, DumpError, read_dumps, values_dump
-from .entry_checks import Failure, Report, Stage, UnknownField, Values, evaluate
+from .entry_checks import SDM_EDITION, Failure, Report, Stage, UnknownField, Values, evaluate
 from .fields import BY_NAME, Access
 
 __all__ = [
@@ -40,13 +39,6 @@ __all__ = [
     "dump_values",
     "permissive",
 ]
-
-SDM_EDITION: str = getattr(
-    entry_checks,
-    "SDM_EDITION",
-    'Intel 64 and IA-32 Architectures SDM Vol. 3C, chapter 27 "VM Entries"',
-)
-"""The SDM the entry-check table cites (entry_checks names its edition)."""
 
 _STAGE_ORDER = {stage: rank for rank, stage in enumerate(Stage)}
 _U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
@@ -59,11 +51,14 @@ _PERMISSIVE: dict[str, object] = {
     **{name: _U32 for name in ("pin_allowed1", "proc_allowed1", "secondary_allowed1",
                                "exit_allowed1", "entry_allowed1", "cr0_fixed1", "cr4_fixed1")},
     **{name: _U64 for name in ("tertiary_allowed1", "exit2_allowed1", "ept_vpid_cap", "vmfunc")},
+    # every MSR bit the processor might implement
+    **{name: _U64 for name in ("perf_global_ctrl_valid", "debugctl_valid", "rtit_ctl_valid",
+                               "lbr_ctl_valid")},
     # the widest addresses, every optional feature
     "maxphyaddr": 52, "linear_address_width": 57, "cr3_target_count": 511,
     "activity_states": 0x7, "msr_list_size": 7,
     **{name: True for name in ("vmcs_shadowing", "vmx_misc_bit29", "zero_length_injection",
-                               "hardware_exception_error_code_free", "store_lma")},
+                               "hardware_exception_error_code_free", "store_lma", "sgx")},
 }  # fmt: skip
 """What ``permissive`` changes. CR0/CR4 fixed-0 bits stay: every VMX processor fixes PE, NE,
 PG and VMXE (SDM A.7, A.8), so a dump that clears them fails on any processor."""

@@ -39,6 +39,8 @@ _TEXT_PARSERS: dict[str, Callable[[str], list[Dump]]] = {
     qemu.NAME: qemu.parse,
     plain.NAME: plain.parse,
 }
+_MARKERS = {xen.NAME: "(XEN)", haxm.NAME: "haxm", qemu.NAME: "KVM: entry failed"}
+"""Text that breaks a tie: two formats reading as many values (e.g. a Xen excerpt of CR lines)."""
 FORMATS: tuple[str, ...] = (*_TEXT_PARSERS, snapshot.NAME)
 """Every format name ``--format`` accepts."""
 
@@ -76,6 +78,7 @@ def read_dumps(data: bytes | str, format: str | None = None) -> list[Dump]:
 
 def _detect(text: str) -> list[Dump]:
     best: list[Dump] = []
+    best_score = (0, False)
     errors: list[DumpError] = []
     for name, parser in _TEXT_PARSERS.items():
         try:
@@ -84,8 +87,9 @@ def _detect(text: str) -> list[Dump]:
             if name != plain.NAME:  # plain rejects any other text; that says nothing
                 errors.append(exc)
             continue
-        if sum(len(d.values) for d in dumps) > sum(len(d.values) for d in best):
-            best = dumps
+        score = (sum(len(d.values) for d in dumps), _MARKERS.get(name, "\0") in text)
+        if score[0] and score > best_score:
+            best, best_score = dumps, score
     if best:
         return best
     if errors:

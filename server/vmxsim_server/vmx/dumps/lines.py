@@ -102,7 +102,7 @@ def _logical_lines(text: str, fmt: LineFormat) -> Iterator[tuple[str, Line]]:
             opened = START
         if opened is not None:
             section = opened
-        joiner.feed(section, line)
+        joiner.feed(section, line, new=opened is not None)
         if len(joiner.lines) > len(sections):
             sections.append(section)
     yield from zip(sections, joiner.lines, strict=True)

@@ -130,9 +130,10 @@ class Joiner:
             return True
         return squashed.startswith(self._labels.get(section, ()))
 
-    def feed(self, section: str, line: Line) -> None:
-        """Add a cleaned line: a new logical line, or the rest of the previous one."""
-        if self.lines and not self.starts_line(section, line.text):
+    def feed(self, section: str, line: Line, new: bool = False) -> None:
+        """Add a cleaned line: a new logical line (always with ``new``), or the rest of the
+        previous one."""
+        if self.lines and not new and not self.starts_line(section, line.text):
             last = self.lines[-1]
             glue = "" if last.text.endswith(("=", "0x")) else " "
             self.lines[-1] = Line(last.number, last.text + glue + line.text)
