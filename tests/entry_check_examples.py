@@ -137,6 +137,7 @@ EXAMPLES: dict[str, Example] = {
     "control.pml.ept": ex(lambda s: sec(s, 1 << 17, keep=False)),
     "control.pml.address": ex(lambda s: sec(s, 1 << 17) | {"PML_ADDRESS": 0x10}),
     "control.unrestricted_guest.ept": ex(lambda s: sec(s, 1 << 7, keep=False)),
+    "control.mode_based_ept.ept": ex(lambda s: sec(s, 1 << 22, keep=False)),
     "control.spp.ept": ex(lambda s: sec(s, 1 << 23, keep=False)),
     "control.spp.pointer": ex(lambda s: sec(s, 1 << 23) | {"SPPTP": 0x10}),
     "control.pt_guest_physical": ex(lambda s: sec(s, 1 << 24)),

@@ -221,3 +221,11 @@ def test_a_vcpu_answers_every_value_the_checks_read() -> None:
         assert vcpu.vmwrite(BY_NAME[name].encoding, value).ok
     report = evaluate(vcpu.entry_values(), vcpu.capabilities, vcpu.memory)
     assert report.not_checked == () and report.failures == ()
+
+
+def test_valid_state_overrides_are_checked_names_and_kept() -> None:
+    with pytest.raises(KeyError, match="GUEST_NOPE"):
+        valid_state(DEFAULT_CAPABILITIES, GUEST_NOPE=1)
+    state = valid_state(DEFAULT_CAPABILITIES, GUEST_IA32_PKRS=1, GUEST_RIP=0x1234)
+    assert state["GUEST_RIP"] == 0x1234 and state["GUEST_IA32_PKRS"] == 1
+    assert "EPT_POINTER" not in valid_state(Capabilities(secondary_allowed1=0))

@@ -28,8 +28,8 @@ LEFT_OUT: tuple[tuple[str, str], ...] = (
                        "IA-32e mode, where that control must be 1 (host.address_space_size), so "
                        "these can never fail alone."),
     ("27.2.1.1", "The supervisor shadow-stack bit of the EPTP (bit 7) is reserved, as in KVM's "
-                 "nested_vmx_check_eptp; PASID-translation, mode-based-execute and instruction-"
-                 "timeout controls have no entry check of their own in vmxsim."),
+                 "nested_vmx_check_eptp; the PASID-translation and instruction-timeout controls "
+                 "have no entry check of their own in vmxsim."),
     ("27.2.2, 27.3.1.1", "Linear-address masking (LAM) bits of CR3 and FRED state (IA32_FRED_* "
                          "fields, CR4.FRED, injected-event data): the fields exist (Appendix B) "
                          "but their entry checks are not rows yet."),
