@@ -193,6 +193,19 @@ def test_haxm_names_and_encodings_map_to_the_field_table() -> None:
     assert values_of("haxm-debugview-passes.log")["GUEST_CR4"] == 0x26D0
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    ["haxm_warning: ", "haxm_warning:", "haxm_error: ", "[ 2804,119878] haxm_warning: ",
+     "2019-01-11 13:29:19.100933+0800  localhost kernel[0]: (intelhaxm) haxm_warn: ",
+     "00000047\t10.16327953\thaxm_warning: ", "Jun 16 15:07:09 localhost /netbsd: [ 1776.34] "],
+)  # fmt: skip
+def test_haxm_lines_behind_every_platform_prefix(prefix: str) -> None:
+    body = [line.split("haxm_warning: ", 1)[1]
+            for line in (DUMPS / "haxm-debugview-passes.log").read_text().splitlines()]  # fmt: skip
+    (dump,) = read_dumps("\n".join(prefix + line for line in body))
+    assert dump.values == values_of("haxm-debugview-passes.log")
+
+
 def test_haxm_name_not_in_the_table_is_found_by_its_encoding() -> None:
     (dump,) = read_dumps(
         "haxm_warning: 4000 VMX_PIN_CONTROLS: 1f\nhaxm_warning: 2812 GUEST_BNDCFGS_X: 5\n"
