@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_entry_checks import Example, run, state_of
 
-from vmxsim_server.vmx import Mode, Result
-from vmxsim_server.vmx.entry_checks import BY_ID, Stage, valid_state
+from vmxsim_server.vmx import ExitRecord, Mode, Result
+from vmxsim_server.vmx.entry_checks import BY_ID, Stage, evaluate, valid_state
 from vmxsim_server.vmx.fields import BY_NAME, Kind
 
 CANONICAL = st.one_of(
@@ -123,3 +123,33 @@ def test_broken_host_state_fails_before_broken_guest_state(host: str, guest: str
         assert vcpu.vmwrite(BY_NAME[name].encoding, value).ok
     outcome = vcpu.vmlaunch()
     assert outcome.result is Result.VMFAIL_VALID and outcome.error == 8, outcome
+
+
+STEP_IDS = [i for stage in (Stage.CONTROL, Stage.HOST, Stage.GUEST) for i in _ids(stage)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.sampled_from([None, *STEP_IDS]), min_size=1, max_size=6))
+def test_re_entry_checks_only_what_changed_and_still_finds_every_failure(
+    steps: list[str | None],
+) -> None:
+    """VMRESUME after a passing entry runs only the checks whose fields changed (incremental);
+    its outcome must equal a full evaluation of the same VMCS every time."""
+    vcpu = make_root_vcpu()
+    base = valid_state(D)
+    for name, value in base.items():
+        assert vcpu.vmwrite(BY_NAME[name].encoding, value).ok
+    assert vcpu.vmlaunch().ok
+    for step in steps:
+        if vcpu.mode is Mode.NON_ROOT:
+            vcpu.vm_exit(ExitRecord(reason=10, rip=0x1000))
+        changes = EXAMPLES[step].change(base) if step else {}
+        for name, value in valid_state(D, **changes).items():
+            assert vcpu.vmwrite(BY_NAME[name].encoding, value).ok
+        full = evaluate(vcpu.entry_values(), D, vcpu.memory, launch=False, stop_at_first=True)
+        outcome = vcpu.vmresume()
+        if full.failures:
+            assert outcome.message == full.failures[0].message
+            assert not outcome.ok
+        else:
+            assert outcome.ok, outcome

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .capabilities import DEFAULT_CAPABILITIES, Capabilities
-from .entry_checks import Failure, UnknownField, evaluate
+from .entry_checks import CHECKS, Failure, UnknownField, evaluate
+from .entry_checks.incremental import PassedState
 from .exceptions import InvalidArgument, StateError
 from .exit_reasons import lookup_reason
 from .fields import ALL_FIELDS, BY_ENCODING, BY_NAME, Field, Kind
@@ -136,6 +137,8 @@ class Vcpu:
         self.current: VmcsRegion | None = None
         self.vmxon_epoch = 0
         self.mov_ss_blocking = False
+        self._passed: dict[int, PassedState] = {}
+        """Per VMCS address: its values when it last passed every entry check (incremental)."""
         """True while the next instruction follows MOV SS / POP SS (VM entry fails with 26)."""
 
     # --- helpers -------------------------------------------------------------------------------
@@ -328,13 +331,19 @@ class Vcpu:
             return _UD
         if self.mode is Mode.NON_ROOT:
             return self._guest_executes("VMLAUNCH" if launch else "VMRESUME")
+        region = self.current
+        passed = self._passed.get(region.address) if region is not None else None
+        checks = passed.checks_for(region.values) if passed and region else CHECKS
         report = evaluate(
-            self.entry_values(), self.capabilities, self.memory, launch=launch, stop_at_first=True
-        )
+            self.entry_values(), self.capabilities, self.memory, launch=launch,
+            stop_at_first=True, checks=checks,
+        )  # fmt: skip
         if report.failures:
             return self._entry_failed(report.failures[0])
-        region = self.current
         assert region is not None  # basic.current_vmcs passed
+        if passed is None:
+            passed = self._passed[region.address] = PassedState(CHECKS)
+        passed.record(region.values)
         if launch:
             region.launch_state = LaunchState.LAUNCHED
             region.launch_epoch = self.vmxon_epoch

@@ -244,7 +244,7 @@ GUEST_STATE_CHECKS = (
          "the VMCS at link pointer {VMCS_LINK_POINTER:#x} has the wrong revision identifier, or "
          "its shadow-VMCS indicator differs from 'VMCS shadowing'", needs_memory=True,
          qualification=lambda v, c: 4),
-    _row("guest.link_pointer.current", "27.3.1.5", ("VMCS_LINK_POINTER",),
+    _row("guest.link_pointer.current", "27.3.1.5", ("VMCS_LINK_POINTER", "@current_vmcs_pointer"),
          lambda v, c: _link(v) == INVALID_LINK or _link(v) != v("@current_vmcs_pointer"),
          "VMCS link pointer {VMCS_LINK_POINTER:#x} is the current-VMCS pointer",
          qualification=lambda v, c: 4),
