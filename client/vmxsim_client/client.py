@@ -30,6 +30,8 @@ import grpc
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
+from .diagnoses import Capabilities as DiagnoseCapabilities
+from .diagnoses import diagnose_request, diagnosis_doc
 from .instructions import Instruction, InstructionResult
 from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
 from .rpc_errors import AbortedError, UnavailableError, from_rpc_error
@@ -381,6 +383,22 @@ class Client:
         """A new vCPU from snapshot bytes, in ``vm`` or a new VM."""
         reply = self._call(self._stub.Restore, pb.RestoreRequest(vm_id=vm or "", data=data))
         return RemoteVcpu(self, VcpuInfo.from_pb(reply.vcpu))
+
+    # --- diagnose (issue 12) ---------------------------------------------------------------------
+
+    def diagnose(
+        self,
+        text: str | bytes | None = None,
+        values: Mapping[str, int] | None = None,
+        format: str | None = None,
+        capabilities: DiagnoseCapabilities | None = None,
+    ) -> list[dict[str, Any]]:
+        """Diagnose the VMCS dumps in ``text`` (or the field ``values``) with the entry checks:
+        one ``vmxsim diagnose --json`` document per dump. ``capabilities``: IA32_VMX_* MSR values
+        by index, or a capabilities file's text."""
+        request = diagnose_request(text, values, format, capabilities)
+        reply = self._call(self._stub.Diagnose, request)
+        return [diagnosis_doc(d) for d in reply.diagnoses]
 
 
 class RemoteVcpu:

@@ -48,6 +48,8 @@ from .translate import (
     vcpu_message,
     vm_message,
 )
+from .translate_diagnose import diagnose_capabilities, diagnose_response
+from .vmx.diagnosis import diagnose_input
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
@@ -565,3 +567,15 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
         )
         return pb.RestoreResponse(vcpu=vcpu_message(entry))
+
+    # --- Diagnose (issue 12): VMCS dumps through the entry checks --------------------------
+
+    async def Diagnose(self, request: pb.DiagnoseRequest, context: Context) -> pb.DiagnoseResponse:
+        diagnoses = await self._in_thread(
+            diagnose_input,
+            request.dump or None,
+            dict(request.values) or None,
+            request.format or None,
+            diagnose_capabilities(request),
+        )
+        return diagnose_response(diagnoses)
