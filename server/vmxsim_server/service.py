@@ -393,7 +393,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         if run.duplicate(sequence):
             progress = pb.ReplayProgress(
                 acked_sequence=sequence,
-                exits=run.totals.exits,
+                exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
                 batch=pb.BatchStats(sequence=sequence),
                 resume_token=run.token,
                 duplicate=True,
@@ -408,7 +408,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             await self._in_thread(self._checkpoint, entry, run)
         progress = pb.ReplayProgress(
             acked_sequence=sequence,
-            exits=run.totals.exits,
+            exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
             batch=batch_stats(stats, run.per_exit),
             resume_token=run.token,
         )

@@ -73,6 +73,21 @@ def totals_doc(totals: BatchStats) -> dict[str, Any]:
         "vmwrite_hist": _pairs(totals.vmwrite_hist),
         "latency_hist": _pairs(totals.latency_hist),
         "sequence": totals.sequence,
+        "l0": _l0_doc(totals),
+    }
+
+
+def _l0_doc(totals: BatchStats) -> dict[str, Any]:
+    """The L0 part of the totals (nested at two levels; optional when loading older files)."""
+    return {
+        "other": dict(sorted(totals.other.items())),
+        "exits": totals.l0_exits,
+        "by_cause": dict(sorted(totals.l0_by_cause.items())),
+        "hist": _pairs(totals.l0_hist),
+        "seconds": totals.l0_seconds,
+        "vmcs02_rebuilds": totals.vmcs02_rebuilds,
+        "panics": _pairs(totals.panics),
+        "by_reason": [[reason, t.l0_exits] for reason, t in sorted(totals.by_reason.items())],
     }
 
 
@@ -366,7 +381,32 @@ def _totals(r: _Reader, raw: Any, path: str) -> BatchStats:
         if not isinstance(pair, list) or len(pair) != 2:
             raise r.fail(where, "must be a [seconds, count] pair")
         totals.latency_hist[r.number(pair[0], where)] += r.integer(pair[1], where)
+    if "l0" in raw:
+        _load_l0(r, r.table(raw["l0"], f"{path}.l0"), f"{path}.l0", totals)
     return totals
+
+
+def _counts_by_name(r: _Reader, raw: Any, path: str) -> dict[str, int]:
+    found = {}
+    for name, count in r.table(raw, path).items():
+        found[r.text(name, path)] = r.integer(count, f"{path}.{name}")
+    return found
+
+
+def _load_l0(r: _Reader, raw: dict[str, Any], path: str, totals: BatchStats) -> None:
+    totals.other.update(_counts_by_name(r, r.member(raw, "other", path), f"{path}.other"))
+    totals.l0_exits = r.integer(r.member(raw, "exits", path), f"{path}.exits")
+    totals.l0_by_cause.update(
+        _counts_by_name(r, r.member(raw, "by_cause", path), f"{path}.by_cause")
+    )
+    totals.l0_hist.update(dict(r.pairs(r.member(raw, "hist", path), f"{path}.hist")))
+    totals.l0_seconds = r.number(r.member(raw, "seconds", path), f"{path}.seconds")
+    rebuilds = r.member(raw, "vmcs02_rebuilds", path)
+    totals.vmcs02_rebuilds = r.integer(rebuilds, f"{path}.vmcs02_rebuilds")
+    totals.panics.update(dict(r.pairs(r.member(raw, "panics", path), f"{path}.panics")))
+    for reason, l0_exits in r.pairs(r.member(raw, "by_reason", path), f"{path}.by_reason"):
+        if reason in totals.by_reason:
+            totals.by_reason[reason].l0_exits = l0_exits
 
 
 def load(data: bytes) -> Snapshot:
