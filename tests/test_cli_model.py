@@ -57,11 +57,30 @@ def test_model_counts_lists_every_profile(capsys: pytest.CaptureFixture[str]) ->
     assert legacy_reads > kvm_reads
 
 
-def test_model_project_reports_the_residual(capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_project_reports_the_residual_and_each_term(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     report = run_json(capsys, "model", "project", "--modes", "nested", "--exits", "2000", "--json")
     (nested,) = report["projections"]
+    assert report["l0"] == "kvm-4.17"
     assert 1 < nested["predicted_ratio"] < nested["seed_ratio"]
     assert nested["residual_factor"] == pytest.approx(
         nested["seed_ratio"] / nested["predicted_ratio"]
     )
-    assert 0 < nested["after_exits_only"] < report["seed"]["haxm_seconds"]
+    # issue 13.5: with L0's work and L1's other traps the seed's cache makes HAXM slower
+    assert nested["after_slower"] and nested["after_exits_only"] > report["seed"]["haxm_seconds"]
+    terms = [t["term"] for t in report["terms"]]
+    assert terms[0] == "vmx-only" and terms[-1] == "+ vmcs02-rebuilds" and len(terms) == 6
+    assert report["terms"][-1]["predicted_ratio"] == pytest.approx(nested["predicted_ratio"])
+    # every profile prices the same exits: HAXM's panicking reasons are dropped for all
+    assert report["dropped"]["PREEMPTION_TIMER"] > 0
+    legacy = next(r for r in report["per_exit"] if r["profile"] == "haxm-legacy")
+    assert legacy["l0 exits/exit"] > legacy["vmread/exit"] + legacy["vmwrite/exit"]
+
+
+def test_model_project_rejects_bad_options_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["model", "project", "--l0", "no-such-l0"]) == 2
+    assert cli.main(["model", "project", "--modes", "warp"]) == 2
+    assert cli.main(["model", "project", "--exits", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("vmxsim: error:") for line in err)
