@@ -22,6 +22,7 @@ exactly, and GUEST_RIP as the exits left it.
 
 from __future__ import annotations
 
+import array
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -127,34 +128,32 @@ class BatchStats:
         self.sequence = max(self.sequence, other.sequence)
 
 
-def _check_column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> None:
-    """Length and range of one column, checked in C loops: numpy's for arrays and buffers,
-    ``min``/``max`` for lists (no copy); ``InvalidArgument`` names the first bad value."""
+def _column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
+    """One column as an integer array, its length and range checked in C loops: a list is
+    packed once into uint64 (``array('Q')`` rejects negative, oversized and non-integer values),
+    an array or buffer is viewed without a copy and checked by numpy (not at all when its type
+    cannot exceed the limit); ``InvalidArgument`` names the first bad value."""
     if len(values) != n:
         raise InvalidArgument(
             f"column {name} has {len(values)} values for {n} exits (give all or none)"
         )
-    if not n:
-        return
     try:
         if isinstance(values, list | tuple):
-            low, high = min(values), max(values)
+            column = np.frombuffer(array.array("Q", values), dtype=np.uint64)
         else:
-            array = np.asarray(values)
-            if array.dtype.kind not in "iu":
+            column = np.asarray(values)
+            kind = column.dtype.kind
+            if kind not in "iu" or (kind == "i" and n and int(column.min()) < 0):
                 raise TypeError
-            low, high = int(array.min()), int(array.max())
-        ok = operator.index(low) >= 0 and operator.index(high) <= limit
+            if np.iinfo(column.dtype).max <= limit:  # the type itself bounds it: no pass
+                return column
+        ok = limit >= _U64 or not n or int(column.max()) <= limit
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         bad = next(v for v in values if not _in_range(v, limit))
         raise InvalidArgument(f"{name} value {bad} is outside 0..{limit:#x}")
-
-
-def _array(values: Sequence[int] | Any, dtype: Any) -> Any:
-    """A checked column as an array (zero-copy for arrays and buffers of that type)."""
-    return np.asarray(values, dtype=dtype)
+    return column
 
 
 def _in_range(value: Any, limit: int) -> bool:
@@ -240,21 +239,18 @@ class Engine:
     def run_batch(self, batch: ExitBatch, per_exit: bool = False) -> BatchStats:
         """Run a batch of exits; returns its exact stats and adds them to ``totals``."""
         n = len(batch.reason)
-        columns = {}
-        for name in COLUMNS:
-            values = getattr(batch, name)
-            if name == "reason" or len(values):
-                _check_column(name, values, n, _COLUMN_LIMITS[name])
-                columns[name] = values
+        columns = {
+            name: _column(name, getattr(batch, name), n, _COLUMN_LIMITS[name])
+            for name in COLUMNS
+            if name == "reason" or len(getattr(batch, name))
+        }
         self.start()
         region = self.vcpu.current
         assert region is not None
-        reasons = _array(batch.reason, np.intp)
+        reasons = columns["reason"].astype(np.intp)
         rips, lengths = columns.get("rip"), columns.get("instruction_len")
         # GUEST_RIP is tracked exit by exit only when a simple formula cannot give its final
         # value: no RIP column (handlers advance it from exit to exit) or RIPs of 0 (= none given)
-        if lengths is not None and rips is not None:
-            rips = _array(rips, np.uint64)
         track_rip = lengths is not None and (rips is None or not bool(rips.all()))
         counts, indices, self._row = plan_indices(self.plans, self._row, reasons, self._seen)
         plans = self.plans.plans
@@ -264,7 +260,6 @@ class Engine:
             rip = None
             if track_rip:
                 assert lengths is not None
-                lengths = _array(lengths, np.uint64)
                 rip = _tracked_rip(region.values[_RIP.bit], rips, lengths, indices, self.plans)
             _store_last_exit(region.values, reasons, columns, last, rip)
             self.vcpu.mode = Mode.ROOT  # the last exit: its handler ran, the next batch re-enters
@@ -282,9 +277,9 @@ def _tracked_rip(start: int, rips: Any, lengths: Any, indices: Any, plans: PlanT
     later exit whose handler advances it adds its instruction length (modulo 2**64)."""
     given = np.flatnonzero(rips) if rips is not None else np.empty(0, dtype=np.intp)
     first = int(given[-1]) if given.size else 0
-    rip = int(rips[first]) if given.size else start
-    advances = plans.arrays().advances_rip[indices[first:]]
-    added = int(np.dot(lengths[first:], advances.astype(np.uint64)))
+    rip = int(rips[first]) if rips is not None and given.size else start
+    advances = plans.arrays().advances_rip[indices[first:]].astype(np.uint64)
+    added = int(np.dot(lengths[first:].astype(np.uint64), advances))  # wraps modulo 2**64
     return (rip + added) & _U64
 
 
