@@ -333,7 +333,7 @@ class Registry:
         saved ``vcpu_id`` and, for a VM not restored yet, ``new_vm_id``; others get new ids."""
         saved = snapshots.load(data)
         profile = _profile(saved.profile)
-        latency = self.latency_model(saved.mode)
+        latency = self.latency_model(saved.mode, saved.l0)
         caps = saved.capabilities
         with self._lock:
             vm = self._vm(vm_id) if vm_id else None
@@ -371,7 +371,7 @@ class Registry:
         profile = _profile(saved.profile)
         with entry.lock, entry.vm.lock:
             entry.vcpu = saved.restore_vcpu(entry.vm.memory)
-            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode))
+            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode, saved.l0))
             saved.restore_engine(entry.engine)
             entry.injected_exits = saved.injected_exits
 

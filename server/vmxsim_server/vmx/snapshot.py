@@ -126,6 +126,7 @@ def dump(
             ],
         },
         "engine": None,
+        "l0": (engine.latency.l0_name or "") if engine is not None else "",
     }
     if engine is not None:
         valid, asserted, user_exit = engine.cache_state
@@ -230,6 +231,8 @@ class Snapshot:
     totals: BatchStats | None
     cache_state: tuple[int, int, bool] | None
     injected_exits: int
+    l0: str = ""
+    """The L0 model asked for at creation (``--l0``); empty = the profile's default."""
 
     def restore_memory(self, memory: PhysicalMemory) -> None:
         """Write the snapshot's memory words and VMCS regions into ``memory``."""
@@ -409,6 +412,12 @@ def _load_l0(r: _Reader, raw: dict[str, Any], path: str, totals: BatchStats) -> 
             totals.by_reason[reason].l0_exits = l0_exits
 
 
+def _l0_name(r: _Reader, value: Any) -> str:
+    if not isinstance(value, str):
+        raise r.fail("l0", "must be a string (an L0 model name, or empty)")
+    return value
+
+
 def load(data: bytes) -> Snapshot:
     """Validate and decode snapshot bytes; raises ``SnapshotError`` with a one-line reason."""
     doc = unpack(data)
@@ -430,6 +439,7 @@ def load(data: bytes) -> Snapshot:
         totals=None,
         cache_state=None,
         injected_exits=state["injected_exits"],
+        l0=_l0_name(r, doc.get("l0", "")),
     )
     engine = r.member(doc, "engine", "snapshot")
     if engine is not None:
