@@ -468,7 +468,7 @@ class Registry:
         owner = caller.identity if owner is None else owner
         saved = self.load_snapshot(data)
         profile = _profile(saved.profile)
-        latency = self.latency_model(saved.mode)
+        latency = self.latency_model(saved.mode, saved.l0)
         caps = saved.capabilities
         with self._lock:
             vm = self._vm(vm_id, caller) if vm_id else None
@@ -546,7 +546,7 @@ class Registry:
         with entry.lock, entry.vm.lock:
             entry.changes += 1
             entry.vcpu = saved.restore_vcpu(entry.vm.memory)
-            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode))
+            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode, saved.l0))
             saved.restore_engine(entry.engine)
             entry.injected_exits = saved.injected_exits
 

@@ -479,7 +479,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         if run.duplicate(sequence):
             progress = pb.ReplayProgress(
                 acked_sequence=sequence,
-                exits=run.totals.exits,
+                exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
                 batch=pb.BatchStats(sequence=sequence),
                 resume_token=run.token,
                 duplicate=True,
@@ -501,7 +501,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                 ) from None
         progress = pb.ReplayProgress(
             acked_sequence=sequence,
-            exits=run.totals.exits,
+            exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
             batch=batch_stats(stats, run.per_exit),
             resume_token=run.token,
         )

@@ -2176,7 +2176,9 @@ class ReplayProgress(_message.Message):
     server persisted the replay through it before sending this acknowledgement.
     """
     exits: _builtins.int
-    """Exits handled in this replay so far, this batch included."""
+    """Exits handled in this replay so far, this batch included (and the exits whose handler
+    panicked, which the stats count apart: this is the replay's progress through its exits).
+    """
     resume_token: _builtins.str
     """Pass in ReplayStart.resume_token to continue after this batch; empty when the server
     cannot resume this replay (it runs without a state directory).
