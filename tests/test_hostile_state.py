@@ -7,16 +7,19 @@ from __future__ import annotations
 import argparse
 import queue
 import shutil
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 import trustme
-from conftest_service import cpuid_batch, rpc_error
+from conftest_service import cpuid_batch, ins, rpc_error
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
@@ -25,10 +28,12 @@ from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 from vmxsim_client.client import Client
 from vmxsim_client.connection import add_connection_options, client_kwargs
 from vmxsim_client.load.local_servers import free_port
-from vmxsim_server.app import start_background
+from vmxsim_server.app import BackgroundServer, start_background
 from vmxsim_server.config import ServerConfig
+from vmxsim_server.limits import LIMITS, limits_markdown
 from vmxsim_server.registry import Registry
-from vmxsim_server.state import StateDir
+from vmxsim_server.state import ReplayCheckpoint, StateDir
+from vmxsim_server.vmx import snapshot as snapshots
 from vmxsim_server.vmx.mixes import load_mix, synthesize
 
 Code = grpc.StatusCode
@@ -291,3 +296,75 @@ def test_a_token_file_shared_by_server_and_client(tmp_path: Path) -> None:
     with start_background(config) as server, Client(server.address, token=token) as client:
         vcpu = client.create_vcpu()
         assert [v.vcpu_id for v in client.list_vcpus()] == [vcpu.id]
+
+
+def test_metrics_over_https_with_client_certificates_and_a_plaintext_health_port(
+    tmp_path: Path,
+) -> None:
+    """Item 14: /metrics can need TLS and a client certificate; probes that cannot do TLS get
+    health alone on --health-listen, while the API itself is TLS only."""
+    ca = trustme.CA()
+    server_cert, prometheus = ca.issue_cert("127.0.0.1"), ca.issue_cert("prometheus")
+    files = {name: tmp_path / name for name in ("cert", "key", "ca")}
+    server_cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    server_cert.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    metrics_port, health_port = free_port(), free_port()
+    cert, key, client_ca = (str(files[name]) for name in ("cert", "key", "ca"))
+    config = ServerConfig(
+        listen="127.0.0.1:0", metrics_listen=f"127.0.0.1:{metrics_port}",
+        health_listen=f"127.0.0.1:{health_port}", tls_cert=cert, tls_key=key,
+        metrics_tls_cert=cert, metrics_tls_key=key, metrics_tls_client_ca=client_ca,
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{metrics_port}/metrics"
+    with start_background(config):
+        anonymous = ssl.create_default_context()
+        ca.configure_trust(anonymous)
+        with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+            urllib.request.urlopen(url, timeout=10, context=anonymous).read()
+        scraper = ssl.create_default_context()
+        ca.configure_trust(scraper)
+        prometheus.configure_cert(scraper)
+        text = urllib.request.urlopen(url, timeout=10, context=scraper).read().decode()
+        assert "grpc_server_started_total" in text or "vmxsim_" in text
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            request = health_pb2.HealthCheckRequest(service="vmxsim.v1.VcpuService")
+            assert check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            other = pb_grpc.VcpuServiceStub(channel).ListVcpus
+            assert rpc_error(other, pb.ListVcpusRequest()).code() == Code.UNIMPLEMENTED
+
+
+def test_the_limits_table_is_the_one_in_limits_py() -> None:
+    """docs/reliability.md shows limits.LIMITS as generated, and each row's test exists."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "reliability.md").read_text()
+    assert limits_markdown() in page
+    for limit in LIMITS:
+        path, _, name = limit.test.partition("::")
+        assert f"def {name}(" in (root / path).read_text(), limit.test
+        assert ServerConfig().__getattribute__(limit.name) == limit.default
+
+
+def test_a_replay_checkpoint_carries_only_what_a_batch_changes(tmp_path: Path) -> None:
+    """Item 9: per batch, the checkpoint holds the current VMCS, not every region of the VM;
+    the whole VM is in its base, written once."""
+    with _state_server(tmp_path) as server, grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.VcpuServiceStub(channel)
+        vcpu_id = stub.CreateVcpu(pb.CreateVcpuRequest(), timeout=10).vcpu.vcpu_id
+        pages = [ins("vmclear", address=0x1000 * (i + 8)) for i in range(200)]
+        setup = [ins("cr4", value=0x2020), ins("revid", address=0x1000),
+                 ins("vmxon", address=0x1000), *pages, ins("vmxoff")]  # fmt: skip
+        results = stub.Execute(pb.ExecuteRequest(vcpu_id=vcpu_id, instructions=setup)).results
+        assert all(r.result == pb.OUTCOME_RESULT_VMSUCCEED for r in results)
+        _replay_two_batches(stub, vcpu_id)
+        (path,) = (tmp_path / "replays").glob("*.state")
+        checkpoint = ReplayCheckpoint.from_bytes(path.read_bytes())
+        assert len(snapshots.load(checkpoint.snapshot).regions) == 1
+        assert len(snapshots.load(checkpoint.base).regions) >= 200
+
+
+def _state_server(state_dir: Path) -> BackgroundServer:
+    config = ServerConfig(listen="127.0.0.1:0", metrics_listen=None, state_dir=str(state_dir),
+                          grace_seconds=0.2)  # fmt: skip
+    return start_background(config)

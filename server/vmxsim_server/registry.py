@@ -435,11 +435,14 @@ class Registry:
             total = len(entry.vcpu.msrs.keys() | new)
             self._limit("max_memory_words", total, f"{entry.vcpu_id} would hold {total} MSRs")
 
-    def snapshot(self, entry: VcpuEntry) -> bytes:
-        """The snapshot bytes of a vCPU (taken between its batches)."""
+    def snapshot(self, entry: VcpuEntry, current_only: bool = False) -> bytes:
+        """The snapshot bytes of a vCPU (taken between its batches); ``current_only``: of its
+        VM's VMCS regions only the current one (``snapshots.dump``)."""
         return self.with_vcpu(
             entry,
-            lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, e.injected_exits),
+            lambda e: snapshots.dump(
+                e.vcpu, e.profile, e.mode, e.engine, e.injected_exits, current_only
+            ),
         )
 
     def restore(

@@ -77,6 +77,8 @@ class ReplayRun:
     durable: bytes = b""
     """The last checkpoint written (or, before the first, the start's): what a batch whose
     checkpoint cannot be written is undone to."""
+    base: bytes = b""
+    """The vCPU's whole snapshot at the start; checkpoints then carry only what batches change."""
 
     def duplicate(self, sequence: int) -> bool:
         """Whether a batch was handled before the resume: its acknowledgement was lost, so
@@ -351,15 +353,13 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                 if not caller.may_see(checkpoint.owner):
                     raise NotFound(f"no open replay {token} on this server")
                 run = ReplayRun.resumed(checkpoint)
-                run.durable = checkpoint.to_bytes()
+                run.durable, run.base = checkpoint.to_bytes(), checkpoint.base
                 log.info(
                     "resuming replay %s after batch %d", token, checkpoint.acked_sequence,
                     extra={"resume_token": token},
                 )  # fmt: skip
                 await self._in_thread(self._bring_back, checkpoint, caller)
-                async with self._replay_vcpu(
-                    checkpoint.vcpu_id, checkpoint.snapshot, start, caller
-                ) as e:
+                async with self._replay_vcpu(checkpoint.vcpu_id, checkpoint, start, caller) as e:
                     yield e, run
             return
         token = secrets.token_urlsafe(16) if self.state is not None else ""
@@ -368,8 +368,9 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             skipped=add_counts(0, start.skipped, "skipped lines"), unknown=Counter(),
         )  # fmt: skip
         add_count_maps(run.unknown, start.unknown_reasons, "unknown reason")
-        async with self._replay_vcpu(start.vcpu_id, b"", start, caller) as entry:
+        async with self._replay_vcpu(start.vcpu_id, None, start, caller) as entry:
             if token:
+                run.base = await self._in_thread(self.registry.snapshot, entry)
                 run.durable = await self._in_thread(self._checkpoint_bytes, entry, run)
             yield entry, run
 
@@ -383,7 +384,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         except NotFound:
             vm_known = any(vm.vm_id == checkpoint.vm_id for vm in self.registry.list_vms())
             self.registry.restore(
-                checkpoint.snapshot, checkpoint.vm_id if vm_known else "",
+                checkpoint.whole, checkpoint.vm_id if vm_known else "",
                 vcpu_id=checkpoint.vcpu_id, new_vm_id="" if vm_known else checkpoint.vm_id,
                 owner=checkpoint.owner, uid=checkpoint.vcpu_uid, caller=caller,
             )  # fmt: skip
@@ -405,14 +406,19 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
 
     @asynccontextmanager
     async def _replay_vcpu(
-        self, vcpu_id: str, snapshot: bytes, start: pb.ReplayStart, caller: Caller
+        self,
+        vcpu_id: str,
+        checkpoint: ReplayCheckpoint | None,
+        start: pb.ReplayStart,
+        caller: Caller,
     ) -> AsyncIterator[VcpuEntry]:
-        """Claim ``vcpu_id`` (reset to ``snapshot`` when resuming), or make a temporary vCPU in
-        a VM of its own (from ``snapshot`` when resuming) and delete it at the end."""
+        """Claim ``vcpu_id`` (reset to the checkpoint's snapshot when resuming), or make a
+        temporary vCPU in a VM of its own (from the checkpoint's when resuming) and delete it at
+        the end."""
         temporary_vm = ""
         if not vcpu_id:
-            if snapshot:
-                restore = partial(self.registry.restore, snapshot, caller=caller)
+            if checkpoint is not None:
+                restore = partial(self.registry.restore, checkpoint.whole, caller=caller)
                 made = await self._in_thread(restore)
             else:
                 made = self.registry.create_vcpu(
@@ -422,8 +428,8 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
         try:
             with self.registry.claim(vcpu_id, caller) as entry:
-                if snapshot and not temporary_vm:
-                    await self._in_thread(self.registry.reset, entry, snapshot)
+                if checkpoint is not None and (checkpoint.base or not temporary_vm):
+                    await self._in_thread(self.registry.reset, entry, checkpoint.snapshot)
                 yield entry
         finally:
             if temporary_vm:
@@ -514,10 +520,11 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             skipped=run.skipped,
             unknown_reasons=dict(run.unknown),
             totals=run.totals,
-            snapshot=self.registry.snapshot(entry),
+            snapshot=self.registry.snapshot(entry, current_only=True),
             vcpu_uid="" if entry.temporary else entry.uid,
             vm_id="" if entry.temporary else entry.vm.vm_id,
             owner=entry.owner,
+            base=run.base,
         )
         return checkpoint.to_bytes()
 
