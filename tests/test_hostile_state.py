@@ -368,3 +368,22 @@ def _state_server(state_dir: Path) -> BackgroundServer:
     config = ServerConfig(listen="127.0.0.1:0", metrics_listen=None, state_dir=str(state_dir),
                           grace_seconds=0.2)  # fmt: skip
     return start_background(config)
+
+
+def test_an_execute_stops_working_at_its_deadline() -> None:
+    """Item 2: an Execute past its deadline stops; the vCPU is free again at once (a GetStats,
+    which waits for the vCPU's lock, answers) instead of after the whole request."""
+    config = ServerConfig(listen="127.0.0.1:0", metrics_listen=None, max_instructions=1_000_000)
+    vmptrst = pb.Instruction(vmptrst=pb.Vmptrst()).SerializeToString()
+    with start_background(config) as server, grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.VcpuServiceStub(channel)
+        vcpu_id = stub.CreateVcpu(pb.CreateVcpuRequest(), timeout=10).vcpu.vcpu_id
+        head = pb.ExecuteRequest(vcpu_id=vcpu_id).SerializeToString()
+        item = bytes([2 << 3 | 2, len(vmptrst)]) + vmptrst
+        execute = channel.unary_unary("/vmxsim.v1.VcpuService/Execute")
+        with pytest.raises(grpc.RpcError) as raised:
+            execute(head + item * 1_000_000, timeout=0.5)
+        assert raised.value.code() == Code.DEADLINE_EXCEEDED
+        began = time.monotonic()
+        stub.GetStats(pb.GetStatsRequest(vcpu_id=vcpu_id), timeout=10)
+        assert time.monotonic() - began < 3  # the 1 M instructions take about 30 s
