@@ -63,6 +63,7 @@ def _valid_requests() -> dict[str, list[Message]]:
         "GetStats": [pb.GetStatsRequest(vcpu_id="vcpu-1")],
         "Snapshot": [pb.SnapshotRequest(vcpu_id="vcpu-1")],
         "Restore": [pb.RestoreRequest(data=b"VMXSNAP\x00\x01\x00\x00\x00\x00")],
+        "ValidState": [pb.ValidStateRequest(vcpu_id="vcpu-1", overrides={"GUEST_RIP": 7})],
     }
 
 

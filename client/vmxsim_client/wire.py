@@ -16,12 +16,14 @@ import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.records import COLUMNS, ExitRecord
 from vmxsim_server.vmx.summary import INSTRUCTIONS, distribution
+
+from .summaries import BatchReport, Distribution, InstructionCounts, ReasonStats, RunSummary
 
 __all__ = [
     "MODES",
@@ -104,7 +106,7 @@ def exit_batches(source: Any, size: int, first_sequence: int = 1) -> Iterator[pb
 # --- stats -> the run-summary dict ---------------------------------------------------------------
 
 
-def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, dict[str, Any]]:
+def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, ReasonStats]:
     rows = sorted(entries.items(), key=lambda kv: (-kv[1].exits, kv[0]))
     return {
         name: {
@@ -117,11 +119,15 @@ def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, dict[str, Any
     }
 
 
-def _distribution(d: pb.Distribution) -> dict[str, float]:
+def _distribution(d: pb.Distribution) -> Distribution:
     return {"mean": d.mean, "p50": d.p50, "p99": d.p99}
 
 
-def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
+def _instructions(message: pb.InstructionCounts) -> InstructionCounts:
+    return cast(InstructionCounts, {name: getattr(message, name) for name in INSTRUCTIONS})
+
+
+def summary_dict(s: pb.RunSummary) -> RunSummary:
     """A ``RunSummary`` as the ``--json`` run summary (DESIGN.md "Machine-readable output")."""
     return {
         "profile": s.profile,
@@ -129,7 +135,7 @@ def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
         "exits": s.exits,
         "skipped": s.skipped,
         "unknown_reasons": dict(sorted(s.unknown_reasons.items())),
-        "instructions": {name: getattr(s.instructions, name) for name in INSTRUCTIONS},
+        "instructions": _instructions(s.instructions),
         "per_exit": {
             "vmread": _distribution(s.per_exit.vmread),
             "vmwrite": _distribution(s.per_exit.vmwrite),
@@ -140,13 +146,13 @@ def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
     }
 
 
-def batch_dict(b: pb.BatchStats) -> dict[str, Any]:
+def batch_dict(b: pb.BatchStats) -> BatchReport:
     """One batch's stats: ``sequence, exits, instructions, cache, simulated_seconds, by_reason``
     (plus ``per_exit_vmread``/``per_exit_vmwrite``/``per_exit_seconds`` when sent)."""
-    out: dict[str, Any] = {
+    out: BatchReport = {
         "sequence": b.sequence,
         "exits": b.exits,
-        "instructions": {name: getattr(b.instructions, name) for name in INSTRUCTIONS},
+        "instructions": _instructions(b.instructions),
         "cache": {"hits": b.cache_hits, "misses": b.cache_misses},
         "simulated_seconds": b.simulated_seconds,
         "by_reason": _by_reason(b.by_reason),
@@ -193,12 +199,12 @@ class StatsAccumulator:
         self.vmread_hist.update(b.vmreads_per_exit)
         self.vmwrite_hist.update(b.vmwrites_per_exit)
 
-    def _per_exit(self, name: str, hist: Counter[int]) -> dict[str, float]:
+    def _per_exit(self, name: str, hist: Counter[int]) -> Distribution:
         if hist:
-            return distribution(hist)
+            return cast(Distribution, distribution(hist))
         return {"mean": self.instructions[name] / self.exits if self.exits else 0.0}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """The totals in run-summary shape (``skipped``/``unknown_reasons`` are 0/empty)."""
         reasons = sorted(self.by_reason.items(), key=lambda kv: (-kv[1]["exits"], kv[0]))
         return {
@@ -207,7 +213,9 @@ class StatsAccumulator:
             "exits": self.exits,
             "skipped": 0,
             "unknown_reasons": {},
-            "instructions": {name: self.instructions[name] for name in INSTRUCTIONS},
+            "instructions": cast(
+                InstructionCounts, {name: self.instructions[name] for name in INSTRUCTIONS}
+            ),
             "per_exit": {
                 "vmread": self._per_exit("vmread", self.vmread_hist),
                 "vmwrite": self._per_exit("vmwrite", self.vmwrite_hist),

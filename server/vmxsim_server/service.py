@@ -40,6 +40,7 @@ from .translate import (
     vcpu_message,
     vm_message,
 )
+from .valid_state import valid_state_fields
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, StateError, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
@@ -452,3 +453,12 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
         )
         return pb.RestoreResponse(vcpu=vcpu_message(entry))
+
+    # --- client helpers ------------------------------------------------------------------------
+
+    async def ValidState(
+        self, request: pb.ValidStateRequest, context: Context
+    ) -> pb.ValidStateResponse:
+        entry = self.registry.get(request.vcpu_id)
+        fields = valid_state_fields(entry.vcpu.capabilities, dict(request.overrides))
+        return pb.ValidStateResponse(fields=fields)
