@@ -131,13 +131,14 @@ class AsyncClient(Connection):
         vmcs_shadowing: bool | None = None,
         cr3_target_count: int | None = None,
         feature_control: int | None = None,
+        l0: str | None = None,
     ) -> AsyncRemoteVcpu:
         """A new vCPU (``Client.create_vcpu``); ValueError for an unknown profile or mode."""
         info = await self._unary(
             calls.create_vcpu(
                 profile, mode, vm, revision_id=revision_id, maxphyaddr=maxphyaddr,
                 vmx_misc_bit29=vmx_misc_bit29, vmcs_shadowing=vmcs_shadowing,
-                cr3_target_count=cr3_target_count, feature_control=feature_control,
+                cr3_target_count=cr3_target_count, feature_control=feature_control, l0=l0,
             )
         )  # fmt: skip
         return AsyncRemoteVcpu(self, info)
@@ -204,12 +205,13 @@ class AsyncClient(Connection):
         resume_token: str = "",
         resume_timeout: float = RESUME_TIMEOUT_SECONDS,
         max_unacked: int = DEFAULT_MAX_UNACKED,
+        l0: str | None = None,
     ) -> RunSummary:
         """Replay exits and return the run summary; the options are ``Client.replay``'s."""
         feed = calls.replay_feed(
             source, profile=profile, mode=mode, vcpu=vcpu, batch_size=batch_size,
             per_exit=per_exit, skipped=skipped, unknown_reasons=unknown_reasons,
-            resume_token=resume_token, max_unacked=max_unacked,
+            resume_token=resume_token, max_unacked=max_unacked, l0=l0,
         )  # fmt: skip
         retry = calls.ReplayRetry(feed, resume, resume_timeout)
         try:
@@ -228,13 +230,17 @@ class AsyncClient(Connection):
     async def _replay_attempt(
         self, feed: ReplayFeed, on_progress: Callable[[ReplayProgress], None] | None
     ) -> RunSummary:
+        summary = None
         async for response in self._stream(self._stub.Replay, feed.requests()):
             if response.HasField("summary"):
-                return summary_dict(response.summary)
+                summary = summary_dict(response.summary)
+                continue
             feed.acknowledged(response.progress.acked_sequence, response.progress.resume_token)
             if on_progress is not None:
                 on_progress(calls.progress_dict(response.progress))
-        raise RuntimeError("the replay stream ended without a summary")
+        if summary is None:
+            raise RuntimeError("the replay stream ended without a summary")
+        return summary
 
     async def stats(self, vcpu_id: str) -> RunSummary:
         """The run summary of every exit a vCPU has handled."""

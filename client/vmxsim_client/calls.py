@@ -109,7 +109,9 @@ def delete_vm(vm_id: str) -> Unary[None]:
     return Unary("DeleteVm", pb.DeleteVmRequest(vm_id=vm_id), lambda r: None)
 
 
-def create_vcpu(profile: str, mode: str, vm: str | None, **capabilities: Any) -> Unary[VcpuInfo]:
+def create_vcpu(
+    profile: str, mode: str, vm: str | None, l0: str | None = None, **capabilities: Any
+) -> Unary[VcpuInfo]:
     """CreateVcpu; ValueError for an unknown profile or mode (before any RPC). Capabilities left
     None take the server's default."""
     given = {name: value for name, value in capabilities.items() if value is not None}
@@ -118,6 +120,7 @@ def create_vcpu(profile: str, mode: str, vm: str | None, **capabilities: Any) ->
         profile=check_profile(profile),
         mode=mode_to_pb(check_mode(mode)),
         capabilities=pb.Capabilities(**given),
+        l0=l0 or "",
     )
     return Unary("CreateVcpu", request, lambda r: VcpuInfo.from_pb(r.vcpu))
 
@@ -236,6 +239,7 @@ def replay_feed(
     unknown_reasons: Mapping[str, int] | None,
     resume_token: str,
     max_unacked: int,
+    l0: str | None = None,
 ) -> ReplayFeed:
     """The request side of a replay (see ``resume.ReplayFeed``); with ``resume_token`` it
     continues the replay another process started, the batches up to its last acknowledgement
@@ -247,6 +251,7 @@ def replay_feed(
         mode=mode_to_pb(check_mode(mode)),
         per_exit=per_exit,
         skipped=skipped,
+        l0=l0 or "",
         unknown_reasons=dict(unknown_reasons or {}),
     )
 

@@ -223,14 +223,16 @@ class Client(Connection):
         vmcs_shadowing: bool | None = None,
         cr3_target_count: int | None = None,
         feature_control: int | None = None,
+        l0: str | None = None,
     ) -> RemoteVcpu:
-        """A new vCPU outside VMX operation; capabilities left None take the server's default.
-        ValueError for an unknown profile or mode."""
+        """A new vCPU outside VMX operation; capabilities left None take the server's default;
+        ``l0`` names the L0 model of a nested mode (None = the profile's default). ValueError for
+        an unknown profile or mode."""
         info = self._unary(
             calls.create_vcpu(
                 profile, mode, vm, revision_id=revision_id, maxphyaddr=maxphyaddr,
                 vmx_misc_bit29=vmx_misc_bit29, vmcs_shadowing=vmcs_shadowing,
-                cr3_target_count=cr3_target_count, feature_control=feature_control,
+                cr3_target_count=cr3_target_count, feature_control=feature_control, l0=l0,
             )
         )  # fmt: skip
         return RemoteVcpu(self, info)
@@ -300,9 +302,11 @@ class Client(Connection):
         resume_token: str = "",
         resume_timeout: float = RESUME_TIMEOUT_SECONDS,
         max_unacked: int = DEFAULT_MAX_UNACKED,
+        l0: str | None = None,
     ) -> RunSummary:
         """Replay exits (records, column batches or a trace reader) on a temporary vCPU of
-        ``profile``/``mode`` (or on ``vcpu``); returns the run summary.
+        ``profile``/``mode`` (and L0 model ``l0`` when nested; or on ``vcpu``); returns the run
+        summary.
 
         ``on_progress`` gets one ``ReplayProgress`` per acknowledged batch: ``acked_sequence``,
         ``exits`` so far, ``batch``, ``resume_token`` and ``duplicate`` (a batch sent again
@@ -323,7 +327,7 @@ class Client(Connection):
         feed = calls.replay_feed(
             source, profile=profile, mode=mode, vcpu=vcpu, batch_size=batch_size,
             per_exit=per_exit, skipped=skipped, unknown_reasons=unknown_reasons,
-            resume_token=resume_token, max_unacked=max_unacked,
+            resume_token=resume_token, max_unacked=max_unacked, l0=l0,
         )  # fmt: skip
         retry = calls.ReplayRetry(feed, resume, resume_timeout)
         try:
@@ -342,14 +346,20 @@ class Client(Connection):
     def _replay_attempt(
         self, feed: ReplayFeed, on_progress: Callable[[ReplayProgress], None] | None
     ) -> RunSummary:
-        """One Replay stream of ``feed``: the summary, or the error that cut the stream."""
+        """One Replay stream of ``feed``: the summary, or the error that cut the stream. The
+        stream is read to its end after the summary, so the call ends with the server's OK
+        rather than a cancel (which the server's metrics would count as an error)."""
+        summary = None
         for response in self._stream(self._stub.Replay, feed.requests()):
             if response.HasField("summary"):
-                return summary_dict(response.summary)
+                summary = summary_dict(response.summary)
+                continue
             feed.acknowledged(response.progress.acked_sequence, response.progress.resume_token)
             if on_progress is not None:
                 on_progress(calls.progress_dict(response.progress))
-        raise RuntimeError("the replay stream ended without a summary")
+        if summary is None:
+            raise RuntimeError("the replay stream ended without a summary")
+        return summary
 
     def stats(self, vcpu_id: str) -> RunSummary:
         """The run summary of every exit a vCPU has handled (driven, replayed and injected)."""

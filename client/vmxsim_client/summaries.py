@@ -20,6 +20,7 @@ __all__ = [
     "Distribution",
     "DriveSummary",
     "InstructionCounts",
+    "L0Summary",
     "PerExit",
     "ReasonStats",
     "ReplayProgress",
@@ -52,6 +53,9 @@ class InstructionCounts(TypedDict):
     vmclear: int
     vmxon: int
     vmxoff: int
+    other: NotRequired[dict[str, int]]
+    """Other L1 instructions an L0 may intercept (RDMSR, CPUID, ...), by name; in run
+    summaries only (a batch has ``other_instructions``)."""
 
 
 class CacheCounts(TypedDict):
@@ -68,6 +72,20 @@ class ReasonStats(TypedDict):
     vmread: int
     vmwrite: int
     simulated_seconds: float
+    l0_exits: int
+    """Exits to L0 this reason's handlers caused (0 in native mode)."""
+
+
+class L0Summary(TypedDict):
+    """What the L0 hypervisor did in a nested run: its exits by cause and their cost."""
+
+    model: str
+    exits: int
+    per_exit: NotRequired[Distribution]
+    """L0 exits per L1 exit (run summaries only)."""
+    by_cause: dict[str, int]
+    vmcs02_rebuilds: int
+    seconds: float
 
 
 class RunSummary(TypedDict):
@@ -86,6 +104,10 @@ class RunSummary(TypedDict):
     simulated_seconds: float
     by_reason: dict[str, ReasonStats]
     """By exit-reason name, most exits first."""
+    panics: dict[str, int]
+    """Exits the hypervisor model answers by stopping the VM (not counted as exits), by name."""
+    l0: L0Summary | None
+    """None in native mode."""
 
 
 class DriveSummary(RunSummary):
@@ -105,6 +127,9 @@ class BatchReport(TypedDict):
     cache: CacheCounts
     simulated_seconds: float
     by_reason: dict[str, ReasonStats]
+    other_instructions: dict[str, int]
+    panics: dict[str, int]
+    l0: L0Summary | None
     per_exit_vmread: NotRequired[list[int]]
     per_exit_vmwrite: NotRequired[list[int]]
     per_exit_seconds: NotRequired[list[float]]

@@ -67,6 +67,7 @@ def replay_source(
                 source,
                 profile=args.profile,
                 mode=args.mode,
+                l0=getattr(args, "l0", None),
                 batch_size=args.batch_size,
                 per_exit=per_exit,
                 on_progress=on_progress,
