@@ -71,6 +71,7 @@ def _valid_requests() -> dict[str, list[Message]]:
                 values={"GUEST_RIP": 1}, capability_msrs={"IA32_VMX_BASIC": 1 << 55}
             ),
         ],
+        "ValidState": [pb.ValidStateRequest(vcpu_id="vcpu-1", overrides={"GUEST_RIP": 7})],
     }
 
 

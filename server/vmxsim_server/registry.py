@@ -84,7 +84,6 @@ class VcpuEntry:
     vcpu: Vcpu
     engine: Engine
     lock: threading.Lock = field(default_factory=threading.Lock)
-    injected_exits: int = 0
     streaming: bool = False
     temporary: bool = False
     """A replay's own vCPU, deleted with its VM when the replay ends (never saved)."""
@@ -97,8 +96,9 @@ class VcpuEntry:
 
     @property
     def exits(self) -> int:
-        """Every exit this vCPU handled: driven, replayed and injected."""
-        return self.engine.totals.exits + self.injected_exits
+        """Every exit this vCPU handled: driven, replayed and injected (one counter, the engine's
+        totals, which GetStats reports too)."""
+        return self.engine.totals.exits
 
 
 def _profile(name: str) -> Profile:
@@ -425,9 +425,7 @@ class Registry:
         VM's VMCS regions only the current one (``snapshots.dump``)."""
         return self.with_vcpu(
             entry,
-            lambda e: snapshots.dump(
-                e.vcpu, e.profile, e.mode, e.engine, e.injected_exits, current_only
-            ),
+            lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, 0, current_only),
         )
 
     def restore(
@@ -468,8 +466,7 @@ class Registry:
             entry = self._add_vcpu(
                 vm, caps, profile, saved.mode, latency, saved.restore_vcpu, vcpu_id, owner
             )
-            saved.restore_engine(entry.engine)
-            entry.injected_exits = saved.injected_exits
+            _restore_totals(saved, entry.engine)
             if uid:
                 entry.uid = uid
         self._counts_changed()
@@ -510,8 +507,13 @@ class Registry:
             entry.changes += 1
             entry.vcpu = saved.restore_vcpu(entry.vm.memory)
             entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode, saved.l0))
-            saved.restore_engine(entry.engine)
-            entry.injected_exits = saved.injected_exits
+            _restore_totals(saved, entry.engine)
+
+
+def _restore_totals(saved: snapshots.Snapshot, engine: Engine) -> None:
+    """The snapshot's totals into ``engine``; older snapshots counted injected exits apart."""
+    saved.restore_engine(engine)
+    engine.totals.exits += saved.injected_exits
 
 
 def _number(object_id: str, kind: str) -> int:

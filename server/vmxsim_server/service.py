@@ -50,6 +50,7 @@ from .translate import (
     vm_message,
 )
 from .translate_diagnose import diagnose_capabilities, diagnose_response
+from .valid_state import valid_state_fields
 from .vmx.diagnosis import diagnose_input
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
@@ -498,3 +499,12 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             diagnose_capabilities(request),
         )
         return diagnose_response(diagnoses)
+
+    # --- client helpers ------------------------------------------------------------------------
+
+    async def ValidState(
+        self, request: pb.ValidStateRequest, context: Context
+    ) -> pb.ValidStateResponse:
+        entry = self.registry.get(request.vcpu_id)
+        fields = valid_state_fields(entry.vcpu.capabilities, dict(request.overrides))
+        return pb.ValidStateResponse(fields=fields)

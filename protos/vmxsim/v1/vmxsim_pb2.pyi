@@ -2671,3 +2671,113 @@ class DiagnosedNotChecked(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiagnosedNotChecked: _TypeAlias = DiagnosedNotChecked  # noqa: Y015
+
+@_typing.final
+class ValidStateRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Client helpers: what a harness needs to reach VM entry without copying the server's tables.
+
+    The request of ValidState.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OverridesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VCPU_ID_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    vcpu_id: _builtins.str
+    """The vCPU whose capabilities the state is for (NOT_FOUND when unknown)."""
+    @_builtins.property
+    def overrides(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Field values to use instead of (or beside) the valid ones, by field-table name;
+        INVALID_ARGUMENT for a name that is no VMCS field.
+        """
+
+    def __init__(
+        self,
+        *,
+        vcpu_id: _builtins.str = ...,
+        overrides: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides", "vcpu_id", b"vcpu_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidStateRequest: _TypeAlias = ValidStateRequest  # noqa: Y015
+
+@_typing.final
+class FieldValue(_message.Message):
+    """One VMCS field and the value to VMWRITE into it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The field's name in the field table (SDM Vol. 3D Appendix B), e.g. "GUEST_RIP"."""
+    encoding: _builtins.int
+    """The field's encoding."""
+    value: _builtins.int
+    """The value."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        encoding: _builtins.int = ...,
+        value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldValue: _TypeAlias = FieldValue  # noqa: Y015
+
+@_typing.final
+class ValidStateResponse(_message.Message):
+    """The response of ValidState."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldValue]:
+        """The fields to write, in the order the state builder lists them; fields the capabilities
+        do not offer are left out, overrides included.
+        """
+
+    def __init__(
+        self,
+        *,
+        fields: _abc.Iterable[Global___FieldValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidStateResponse: _TypeAlias = ValidStateResponse  # noqa: Y015

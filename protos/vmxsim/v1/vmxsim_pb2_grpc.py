@@ -105,6 +105,11 @@ class VcpuServiceStub:
                 request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
                 response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.FromString,
                 _registered_method=True)
+        self.ValidState = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/ValidState',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateResponse.FromString,
+                _registered_method=True)
 
 
 class VcpuServiceServicer:
@@ -214,6 +219,15 @@ class VcpuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidState(self, request, context):
+        """---- Client helpers ----
+        Returns VMCS field values with which VM entry passes every entry check for the vCPU's
+        capabilities (derived from the server's entry-check table), with the request's overrides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VcpuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +300,11 @@ def add_VcpuServiceServicer_to_server(servicer, server):
                     servicer.Diagnose,
                     request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.FromString,
                     response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.SerializeToString,
+            ),
+            'ValidState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidState,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -667,6 +686,33 @@ class VcpuService:
             '/vmxsim.v1.VcpuService/Diagnose',
             vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
             vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/ValidState',
+            vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateResponse.FromString,
             options,
             channel_credentials,
             insecure,
