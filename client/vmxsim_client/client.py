@@ -342,10 +342,14 @@ class Client:
     def _replay_attempt(
         self, feed: ReplayFeed, on_progress: Callable[[dict[str, Any]], None] | None
     ) -> dict[str, Any]:
-        """One Replay stream of ``feed``: the summary, or the error that cut the stream."""
+        """One Replay stream of ``feed``: the summary, or the error that cut the stream. The
+        stream is read to its end after the summary, so the call ends with the server's OK
+        rather than a cancel (which the server's metrics would count as an error)."""
+        summary = None
         for response in self._stream(self._stub.Replay, feed.requests()):
             if response.HasField("summary"):
-                return summary_dict(response.summary)
+                summary = summary_dict(response.summary)
+                continue
             p = response.progress
             feed.acknowledged(p.acked_sequence, p.resume_token)
             if on_progress is not None:
@@ -358,7 +362,9 @@ class Client:
                         "duplicate": p.duplicate,
                     }
                 )
-        raise RuntimeError("the replay stream ended without a summary")
+        if summary is None:
+            raise RuntimeError("the replay stream ended without a summary")
+        return summary
 
     def stats(self, vcpu_id: str) -> dict[str, Any]:
         """The run summary of every exit a vCPU has handled."""
