@@ -192,8 +192,9 @@ def test_typed_errors_carry_the_servers_message(client: Client) -> None:
     with pytest.raises(NotFoundError) as not_found:
         client.vcpu("no-such-vcpu")
     assert "no-such-vcpu" in not_found.value.details
-    with pytest.raises(InvalidArgumentError, match=r"INVALID_ARGUMENT: .*nope"):
-        client.create_vcpu(profile="nope")
+    v = client.create_vcpu()
+    with pytest.raises(InvalidArgumentError, match=r"INVALID_ARGUMENT: .*NOPE"):
+        client.valid_state(v.id, NOPE=1)
 
 
 def test_a_vcpu_is_driven_by_one_stream_at_a_time(client: Client) -> None:

@@ -116,11 +116,21 @@ def _l0_doc(totals: BatchStats) -> dict[str, Any]:
 
 
 def dump(
-    vcpu: Vcpu, profile: str, mode: str, engine: Engine | None = None, injected_exits: int = 0
+    vcpu: Vcpu,
+    profile: str,
+    mode: str,
+    engine: Engine | None = None,
+    injected_exits: int = 0,
+    current_only: bool = False,
 ) -> bytes:
     """The snapshot bytes of ``vcpu`` (with its VM's memory), its profile name, latency mode
-    and, when given, its engine's totals and cache state."""
+    and, when given, its engine's totals and cache state. ``current_only``: of the VMCS regions
+    only the current one (a batch of exits changes no other), for a replay's checkpoints; the
+    restore writes what the snapshot has and leaves the rest of memory alone."""
     memory = vcpu.memory
+    regions = memory.regions()
+    if current_only:
+        regions = {a: r for a, r in regions.items() if a == vcpu.current_pointer}
     doc: dict[str, Any] = {
         "capabilities": {name: getattr(vcpu.capabilities, name) for name in _CAPABILITY_NAMES},
         "profile": profile,
@@ -146,7 +156,7 @@ def dump(
                         f.name: region.values[f.bit] for f in FIELDS if region.values[f.bit]
                     },
                 }
-                for address, region in sorted(memory.regions().items())
+                for address, region in sorted(regions.items())
             ],
         },
         "engine": None,
