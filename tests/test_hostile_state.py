@@ -207,7 +207,8 @@ def test_successful_replays_are_ok_and_a_cancel_is_cancelled() -> None:
         with grpc.insecure_channel(server.address) as channel:
             requests: queue.Queue[pb.ReplayRequest | None] = queue.Queue()
             requests.put(pb.ReplayRequest(start={}))
-            requests.put(pb.ReplayRequest(batch=cpuid_batch(100_000, 1)))
+            for sequence in range(1, 41):  # enough work that the cancel lands while it runs
+                requests.put(pb.ReplayRequest(batch=cpuid_batch(100_000, sequence)))
             call = pb_grpc.VcpuServiceStub(channel).Replay(iter(requests.get, None))
             time.sleep(0.1)  # the server is running the batch
             call.cancel()

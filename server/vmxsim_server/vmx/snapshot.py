@@ -541,6 +541,9 @@ def load(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Snapshot:
             r.mask(r.member(cache, "asserted", "engine.cache"), "engine.cache.asserted"),
             r.flag(r.member(cache, "user_exit", "engine.cache"), "engine.cache.user_exit"),
         )
+        # injected exits count in the engine's totals on restore (one exit counter)
+        if snapshot.totals.exits + snapshot.injected_exits > COUNTER_MAX:
+            raise r.fail("vcpu.injected_exits", f"with engine.totals.exits exceeds {COUNTER_MAX}")
     limit = snapshot.capabilities.physical_address_limit
     for address, _ in snapshot.words:
         if address % 4 or address + 4 > limit:
