@@ -386,4 +386,4 @@ def test_an_execute_stops_working_at_its_deadline() -> None:
         assert raised.value.code() == Code.DEADLINE_EXCEEDED
         began = time.monotonic()
         stub.GetStats(pb.GetStatsRequest(vcpu_id=vcpu_id), timeout=10)
-        assert time.monotonic() - began < 3  # the 1 M instructions take about 30 s
+        assert time.monotonic() - began < 3  # the 1 M instructions take over 120 s here
