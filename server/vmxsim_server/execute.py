@@ -14,6 +14,7 @@ sequencing mistake, reported so that a script can carry on).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from vmxsim.v1 import vmxsim_pb2 as pb
 from .limits import limit_error
 from .observe import Observer
 from .registry import Registry, VcpuEntry
+from .vmx.engine import BatchStats, ReasonTotals
 from .vmx.exceptions import InvalidArgument, StateError, UnknownField
 from .vmx.fields import BY_NAME
 from .vmx.instruction_errors import error_message
@@ -79,8 +81,19 @@ def _inject_exit(entry: VcpuEntry, message: pb.InjectExit) -> Outcome:
         entry.vcpu.vm_exit(record)
     except StateError as exc:
         return Outcome(Result.FAULT, message=str(exc))
-    entry.injected_exits += 1
+    entry.engine.totals.add(_injected(record.reason))
     return Outcome(Result.VM_EXIT, exit_reason=record.reason)
+
+
+def _injected(reason: int) -> BatchStats:
+    """An injected exit in the vCPU's totals: one exit of its reason that ran no profile handler
+    (the harness executes its own VMREADs/VMWRITEs), so GetVcpu's ``exits`` and GetStats' agree."""
+    return BatchStats(
+        exits=1,
+        by_reason={reason: ReasonTotals(exits=1)},
+        vmread_hist=Counter({0: 1}),
+        vmwrite_hist=Counter({0: 1}),
+    )
 
 
 _OPS: dict[str, Op] = {

@@ -41,6 +41,7 @@ from .vmx.exceptions import (
     NotFound,
     StateError,
 )
+from .vmx.l0 import available_l0_models
 from .vmx.latency import LatencyModel
 from .vmx.memory import PhysicalMemory
 from .vmx.profiles import Profile, available_profiles, load_profile
@@ -83,7 +84,6 @@ class VcpuEntry:
     vcpu: Vcpu
     engine: Engine
     lock: threading.Lock = field(default_factory=threading.Lock)
-    injected_exits: int = 0
     streaming: bool = False
     temporary: bool = False
     """A replay's own vCPU, deleted with its VM when the replay ends (never saved)."""
@@ -96,8 +96,9 @@ class VcpuEntry:
 
     @property
     def exits(self) -> int:
-        """Every exit this vCPU handled: driven, replayed and injected."""
-        return self.engine.totals.exits + self.injected_exits
+        """Every exit this vCPU handled: driven, replayed and injected (one counter, the engine's
+        totals, which GetStats reports too)."""
+        return self.engine.totals.exits
 
 
 def _profile(name: str) -> Profile:
@@ -216,11 +217,16 @@ class Registry:
 
     # --- vCPUs ---------------------------------------------------------------------------------
 
-    def latency_model(self, mode: str) -> LatencyModel:
-        """The shared (stateless) latency model of a mode; ``InvalidArgument`` when unknown."""
-        model = self._latency.get(mode)
+    def latency_model(self, mode: str, l0: str = "") -> LatencyModel:
+        """The shared (stateless) latency model of a mode and L0 model (empty = each profile's
+        default); ``InvalidArgument`` when unknown (a remote caller names bundled models only)."""
+        key = f"{mode}/{l0}"
+        model = self._latency.get(key)
         if model is None:
-            model = self._latency.setdefault(mode, LatencyModel(mode))
+            if l0 and l0 not in available_l0_models():
+                known = ", ".join(available_l0_models())
+                raise InvalidArgument(f"unknown L0 model {l0!r} (known: {known})")
+            model = self._latency.setdefault(key, LatencyModel(mode, l0=l0 or None))
         return model
 
     def create_vcpu(
@@ -229,6 +235,7 @@ class Registry:
         profile: str = "",
         mode: str = "native",
         capabilities: dict[str, Any] | None = None,
+        l0: str = "",
         caller: Caller = ANYONE,
     ) -> VcpuEntry:
         """A new vCPU outside VMX operation.
@@ -237,7 +244,7 @@ class Registry:
         to the VM's and must equal it.
         """
         loaded = _profile(profile)
-        latency = self.latency_model(mode)
+        latency = self.latency_model(mode, l0)
         changes = dict(capabilities or {})
         with self._lock:
             vm = self._vm(vm_id, caller) if vm_id else None
@@ -418,9 +425,7 @@ class Registry:
         VM's VMCS regions only the current one (``snapshots.dump``)."""
         return self.with_vcpu(
             entry,
-            lambda e: snapshots.dump(
-                e.vcpu, e.profile, e.mode, e.engine, e.injected_exits, current_only
-            ),
+            lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, 0, current_only),
         )
 
     def restore(
@@ -442,7 +447,7 @@ class Registry:
         owner = caller.identity if owner is None else owner
         saved = self.quotas.load(data)
         profile = _profile(saved.profile)
-        latency = self.latency_model(saved.mode)
+        latency = self.latency_model(saved.mode, saved.l0)
         caps = saved.capabilities
         with self._lock:
             vm = self._vm(vm_id, caller) if vm_id else None
@@ -461,8 +466,7 @@ class Registry:
             entry = self._add_vcpu(
                 vm, caps, profile, saved.mode, latency, saved.restore_vcpu, vcpu_id, owner
             )
-            saved.restore_engine(entry.engine)
-            entry.injected_exits = saved.injected_exits
+            _restore_totals(saved, entry.engine)
             if uid:
                 entry.uid = uid
         self._counts_changed()
@@ -502,9 +506,14 @@ class Registry:
         with entry.lock, entry.vm.lock:
             entry.changes += 1
             entry.vcpu = saved.restore_vcpu(entry.vm.memory)
-            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode))
-            saved.restore_engine(entry.engine)
-            entry.injected_exits = saved.injected_exits
+            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode, saved.l0))
+            _restore_totals(saved, entry.engine)
+
+
+def _restore_totals(saved: snapshots.Snapshot, engine: Engine) -> None:
+    """The snapshot's totals into ``engine``; older snapshots counted injected exits apart."""
+    saved.restore_engine(engine)
+    engine.totals.exits += saved.injected_exits
 
 
 def _number(object_id: str, kind: str) -> int:

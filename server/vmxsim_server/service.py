@@ -49,6 +49,9 @@ from .translate import (
     vcpu_message,
     vm_message,
 )
+from .translate_diagnose import diagnose_capabilities, diagnose_response
+from .valid_state import valid_state_fields
+from .vmx.diagnosis import diagnose_input
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
@@ -198,7 +201,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         )
         entry = self.registry.create_vcpu(
             request.vm_id, request.profile, mode_from_pb(request.mode), changes,
-            self._caller(context),
+            l0=request.l0, caller=self._caller(context),
         )  # fmt: skip
         await self._persist(entry, partial(self.registry.delete_vcpu, entry.vcpu_id, True))
         log.debug(
@@ -359,7 +362,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                 made = await self._in_thread(restore)
             else:
                 made = self.registry.create_vcpu(
-                    "", start.profile, mode_from_pb(start.mode), caller=caller
+                    "", start.profile, mode_from_pb(start.mode), l0=start.l0, caller=caller
                 )
             made.temporary = True
             vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
@@ -420,7 +423,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         if run.duplicate(sequence):
             progress = pb.ReplayProgress(
                 acked_sequence=sequence,
-                exits=run.totals.exits,
+                exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
                 batch=pb.BatchStats(sequence=sequence),
                 resume_token=run.token,
                 duplicate=True,
@@ -442,7 +445,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                 ) from None
         progress = pb.ReplayProgress(
             acked_sequence=sequence,
-            exits=run.totals.exits,
+            exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
             batch=batch_stats(stats, run.per_exit),
             resume_token=run.token,
         )
@@ -484,3 +487,24 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
         )
         return pb.RestoreResponse(vcpu=vcpu_message(entry))
+
+    # --- Diagnose (issue 12): VMCS dumps through the entry checks --------------------------
+
+    async def Diagnose(self, request: pb.DiagnoseRequest, context: Context) -> pb.DiagnoseResponse:
+        diagnoses = await self._in_thread(
+            diagnose_input,
+            request.dump or None,
+            dict(request.values) or None,
+            request.format or None,
+            diagnose_capabilities(request),
+        )
+        return diagnose_response(diagnoses)
+
+    # --- client helpers ------------------------------------------------------------------------
+
+    async def ValidState(
+        self, request: pb.ValidStateRequest, context: Context
+    ) -> pb.ValidStateResponse:
+        entry = self.registry.get(request.vcpu_id)
+        fields = valid_state_fields(entry.vcpu.capabilities, dict(request.overrides))
+        return pb.ValidStateResponse(fields=fields)
