@@ -53,12 +53,16 @@ def _token(args: argparse.Namespace) -> str | None:
     if path is None:
         return os.environ.get(ENV_TOKEN) or None
     try:
-        lines = Path(path).read_text().split()
+        lines = Path(path).read_text(errors="replace").splitlines()
     except OSError as exc:
         raise CliError(f"cannot read --token-file {path}: {exc.strerror or exc}") from None
-    if not lines:
-        raise CliError(f"--token-file {path} holds no token")
-    return lines[0]
+    # the server's token-file format (vmxsim_server.tenancy): the first word of the first line
+    # that is not blank or a # comment; words after it are the server's options
+    words = [line.split() for line in lines]
+    tokens = [w[0] for w in words if w and not w[0].startswith("#")]
+    if not tokens:
+        raise CliError(f"--token-file {path} holds no token (only blank or # comment lines)")
+    return tokens[0]
 
 
 def _pem(args: argparse.Namespace, name: str) -> bytes | None:

@@ -20,6 +20,7 @@ exceptions: they are values (``InstructionResult``), as the SDM defines them.
 from __future__ import annotations
 
 import grpc
+import grpc.aio
 
 __all__ = [
     "AbortedError",
@@ -119,8 +120,10 @@ _BY_CODE: dict[grpc.StatusCode, type[VmxsimRpcError]] = {
 
 
 def from_rpc_error(error: grpc.RpcError) -> VmxsimRpcError:
-    """The typed exception for a failed call (``grpc.RpcError`` raised by a stub)."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    """The typed exception for a failed call (``grpc.RpcError`` raised by a sync or asyncio
+    stub)."""
+    call = isinstance(error, grpc.Call | grpc.aio.AioRpcError)  # sync and asyncio calls
+    code = error.code() if call else grpc.StatusCode.UNKNOWN
+    details = (error.details() if call else None) or str(error)
     cls = _BY_CODE.get(code, VmxsimRpcError)
     return cls(details, code)

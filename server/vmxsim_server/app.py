@@ -2,7 +2,8 @@
 
 - ``serve(config)``: the foreground server of ``vmxsim serve``. SIGTERM or SIGINT sets health to
   NOT_SERVING, stops accepting calls, gives open streams ``grace_seconds`` to finish and logs
-  every stream it had to cut, then returns (exit status 0).
+  every stream it had to cut, then returns (exit status 0), or raises ``StateNotSaved`` when
+  the final save of the state directory failed (``vmxsim serve`` then exits 1).
 - ``start_background(config)``: the same server on a daemon thread with its own event loop, for
   the CLI's embedded default (DESIGN.md "One code path") and for tests; returns once serving.
 
@@ -33,10 +34,12 @@ from grpc_reflection.v1alpha import reflection
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from .config import ServerConfig, is_loopback
+from .limits import LIMITS
 from .metrics import ServerMetrics
 from .observe import NULL_OBSERVER, Observer
 from .registry import Registry
-from .security import AuthInterceptor, server_credentials
+from .request_limits import RequestSizeInterceptor
+from .security import AuthInterceptor, metrics_tls, server_credentials
 from .service import SERVICE_NAME, VcpuService
 from .state import StateDir
 from .status import ErrorInterceptor
@@ -44,6 +47,7 @@ from .status import ErrorInterceptor
 __all__ = [
     "KEEPALIVE_OPTIONS",
     "BackgroundServer",
+    "StateNotSaved",
     "channel_options",
     "configure_logging",
     "serve",
@@ -124,6 +128,11 @@ def configure_logging(config: ServerConfig) -> None:
 # --- assembly --------------------------------------------------------------------------------
 
 
+class StateNotSaved(OSError):
+    """The state directory could not be written at shutdown: vCPUs changed since the last
+    successful save are lost (the message says why)."""
+
+
 @dataclass
 class _Running:
     """A started server and the parts a shutdown needs."""
@@ -135,17 +144,24 @@ class _Running:
     metrics: ServerMetrics | None = None
     state: StateDir | None = None
     saver: asyncio.Task[None] | None = None
+    health_server: aio.Server | None = None
 
-    async def save_state(self) -> None:
-        """Save every vCPU to the state directory (on a worker thread); log, never raise."""
+    async def save_state(self) -> str:
+        """Save the changed vCPUs to the state directory (on a worker thread) and expire old
+        replay checkpoints; log, never raise. Returns "" or why the save failed."""
         if self.state is None:
-            return
+            return ""
         try:
             saved = await asyncio.to_thread(self.state.save_vcpus, self.service.registry)
-        except Exception:
+            await asyncio.to_thread(self.state.expire_replays)
+        except OSError as exc:
+            log.error("saving the vCPUs to %s failed: %s", self.state.path, exc)
+            return str(exc)
+        except Exception as exc:
             log.exception("saving the vCPUs to %s failed", self.state.path)
-        else:
-            log.debug("saved %d vCPUs to %s", saved, self.state.path, extra={"vcpus": saved})
+            return str(exc)
+        log.debug("saved %d vCPUs to %s", saved, self.state.path, extra={"vcpus": saved})
+        return ""
 
     async def save_periodically(self, interval: float) -> None:
         """``save_state`` every ``interval`` seconds until cancelled."""
@@ -153,8 +169,9 @@ class _Running:
             await asyncio.sleep(interval)
             await self.save_state()
 
-    async def shutdown(self, grace: float) -> None:
-        """NOT_SERVING, stop accepting, let streams finish within ``grace``, log what was cut."""
+    async def shutdown(self, grace: float) -> str:
+        """NOT_SERVING, stop accepting, let streams finish within ``grace``, log what was cut.
+        Returns "" or why the final save of the state directory failed."""
         streams = self.service.streams
         await self.health.enter_graceful_shutdown()
         log.info(
@@ -169,19 +186,22 @@ class _Running:
         for info in cut:
             log.warning("shutdown cut %s", info.describe(), extra={"vcpu_id": info.vcpu_id})
         await stopping
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self.saver is not None:
             self.saver.cancel()
-        await self.save_state()
+        failed = await self.save_state()
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped; %d streams cut", len(cut), extra={"streams": len(cut)})
+        return failed
 
 
 def _open_state(config: ServerConfig, registry: Registry) -> StateDir | None:
     """The state directory with its vCPUs restored into ``registry`` (None without one)."""
     if config.state_dir is None:
         return None
-    state = StateDir(Path(config.state_dir))
+    state = StateDir(Path(config.state_dir), config.replay_retention_seconds)
     restored = state.restore_vcpus(registry)
     expired = state.expire_replays()
     log.info(
@@ -191,17 +211,39 @@ def _open_state(config: ServerConfig, registry: Registry) -> StateDir | None:
     return state
 
 
+async def _health_only(address: str, health: health_aio.HealthServicer) -> aio.Server:
+    """A plaintext server of ``grpc.health.v1`` alone (``--health-listen``): probes that cannot
+    do TLS see the same health as the main port, and nothing else."""
+    server = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {str(exc).split(';', 1)[0]}") from None
+    await server.start()
+    log.info("serving health alone on %s", address)
+    return server
+
+
 async def _start(config: ServerConfig, observer: Observer) -> _Running:
     credentials = server_credentials(config)
     auth = AuthInterceptor.from_config(config)
-    metrics = ServerMetrics(config.metrics_listen, observer) if config.metrics_listen else None
+    metrics = (
+        ServerMetrics(config.metrics_listen, observer, metrics_tls(config))
+        if config.metrics_listen
+        else None
+    )
     if metrics is not None:
         observer = metrics.observer
-    registry = Registry(config.max_vcpus, config.max_streams, observer)
+    limits = {limit.name: getattr(config, limit.name) for limit in LIMITS}
+    registry = Registry(observer=observer, **limits)
     state = await asyncio.to_thread(_open_state, config, registry)
-    service = VcpuService(registry, config, state)
+    service = VcpuService(registry, config, state, auth)
     # metrics first, so it sees the status codes the others set; then who may call at all
-    interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
+    interceptors: list[aio.ServerInterceptor] = [
+        ErrorInterceptor(f"/{SERVICE_NAME}/"),
+        RequestSizeInterceptor(config.max_instructions),  # inside: its errors get mapped
+    ]
     if auth is not None:
         interceptors.insert(0, auth)
     if metrics is not None:
@@ -228,6 +270,8 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
         metrics.start()
     await server.start()
     running = _Running(server, health, service, port, metrics, state)
+    if config.health_listen is not None:
+        running.health_server = await _health_only(config.health_listen, health)
     if state is not None and config.snapshot_interval_seconds > 0:
         running.saver = asyncio.create_task(
             running.save_periodically(config.snapshot_interval_seconds)
@@ -255,7 +299,9 @@ async def serve(config: ServerConfig, observer: Observer = NULL_OBSERVER) -> Non
         loop.add_signal_handler(number, stop.set)
     try:
         await stop.wait()
-        await running.shutdown(config.grace_seconds)
+        failed = await running.shutdown(config.grace_seconds)
+        if failed:
+            raise StateNotSaved(f"the final save to {config.state_dir} failed: {failed}")
     finally:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import HTTPServer
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -114,6 +115,49 @@ class _ModeChildren:
         return children
 
 
+class _L0Metrics:
+    """What the L0 model saw (nested modes) and exits whose handler panics. Labels stay bounded:
+    ``l0`` is a bundled model name, ``cause`` an ``l1_instructions.OPS`` cause."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        by_l0 = ("profile", "mode", "l0")
+        self.exits = Counter(
+            "vmxsim_l0_exits",
+            "L1 instructions the L0 model intercepted (nested modes), by cause",
+            (*by_l0, "cause"),
+            registry=registry,
+        )
+        self.rebuilds = Counter(
+            "vmxsim_vmcs02_rebuilds",
+            "L2 entries on which L0 rebuilt vmcs02 in full (dirty vmcs12 or a new vmcs02)",
+            by_l0,
+            registry=registry,
+        )
+        self.panics = Counter(
+            "vmxsim_vm_panics",
+            "Exits whose handler stops the VM in the modelled hypervisor (not counted as exits)",
+            ("profile", "mode", "exit_reason"),
+            registry=registry,
+        )
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def on_batch(self, profile: str, mode: str, stats: BatchStats) -> None:
+        if stats.l0_model is not None:
+            l0 = stats.l0_model
+            for cause, n in stats.l0_by_cause.items():
+                self._child(self.exits, profile, mode, l0, cause).inc(n)
+            self._child(self.rebuilds, profile, mode, l0).inc(stats.vmcs02_rebuilds)
+        for number, n in stats.panics.items():
+            self._child(self.panics, profile, mode, reason_label(number)).inc(n)
+
+
 class MetricsObserver:
     """An ``Observer`` that turns the service's events into Prometheus metrics; thread-safe."""
 
@@ -185,6 +229,7 @@ class MetricsObserver:
             registry=registry,
         )  # fmt: skip
         build.labels(__version__).set(1)
+        self.l0 = _L0Metrics(registry)
         self._lock = threading.Lock()
         self._modes: dict[tuple[str, str], _ModeChildren] = {}
         self._executed: dict[tuple[str, str], Callable[[], None]] = {}
@@ -219,6 +264,8 @@ class MetricsObserver:
         children.vmreads_per_exit.add(stats.vmread_hist)
         children.vmwrites_per_exit.add(stats.vmwrite_hist)
         children.exit_latency.add(stats.latency_hist)
+        if stats.l0_model is not None or stats.panics:
+            self.l0.on_batch(profile, mode, stats)
 
     def on_instruction(self, op: str, outcome: Outcome) -> None:
         """Count one executed instruction by op and result (both bounded enums)."""
@@ -267,11 +314,17 @@ class MetricsServer:
         self._thread.join()
 
 
-def start_metrics_server(address: str, registry: CollectorRegistry) -> MetricsServer:
-    """Serve ``registry`` at ``http://HOST:PORT/metrics`` (port 0: any free port)."""
+def start_metrics_server(
+    address: str, registry: CollectorRegistry, tls: dict[str, Any] | None = None
+) -> MetricsServer:
+    """Serve ``registry`` at ``http://HOST:PORT/metrics`` (port 0: any free port); ``tls``:
+    prometheus_client's ``certfile``, ``keyfile``, ``client_cafile``, ``client_auth_required``
+    for HTTPS (and client certificates)."""
     host, _, port = address.rpartition(":")
     try:
-        httpd, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        httpd, thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=registry, **(tls or {})
+        )
     except OSError as exc:
         raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
     return MetricsServer(httpd, thread)
@@ -282,11 +335,17 @@ class ServerMetrics:
     ``Registry``, the interceptor to put first on the gRPC server, and ``/metrics`` on
     ``address`` once started."""
 
-    def __init__(self, address: str, observer: Observer = NULL_OBSERVER) -> None:
+    def __init__(
+        self,
+        address: str,
+        observer: Observer = NULL_OBSERVER,
+        tls: dict[str, Any] | None = None,
+    ) -> None:
         # no `_created` series: they double every counter's series in the text format and no
         # panel reads them (process-wide, which is what a server process wants)
         disable_created_metrics()  # type: ignore[no-untyped-call]  # not annotated upstream
         self.address = address
+        self.tls = tls
         self.registry = CollectorRegistry()
         self.metrics_observer = MetricsObserver(self.registry)
         self.observer: Observer = (
@@ -299,7 +358,7 @@ class ServerMetrics:
 
     def start(self) -> int:
         """Start serving ``/metrics``; returns the bound port (logged)."""
-        self.http = start_metrics_server(self.address, self.registry)
+        self.http = start_metrics_server(self.address, self.registry, self.tls)
         host = self.address.rpartition(":")[0]
         log.info("serving /metrics on %s:%d", host, self.http.port)
         return self.http.port

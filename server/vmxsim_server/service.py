@@ -7,6 +7,11 @@ so the event loop keeps answering other calls and health checks meanwhile. Strea
 deadline between batches, and ``Streams`` keeps a record of open streams so a shutdown can log
 which ones it cut. With a state directory, a replay is persisted after each batch before the
 batch is acknowledged, and a ReplayStart with a resume token continues it (state.py).
+
+Hooks of other modules, kept small here: who calls (``_caller``: tenancy.py, security.py) is
+passed to every registry call; limits (limits.py, bounds.py) are checked before work starts;
+with a state directory a new VM or vCPU is saved before it is acknowledged (``_persist``), and
+a batch whose checkpoint cannot be written is undone and answered UNAVAILABLE (replays.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,10 +32,14 @@ from grpc import aio
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
+from .bounds import add_count_maps, add_counts, deadline_of, idle_bounded
 from .config import ServerConfig
-from .execute import execute
+from .execute import check_size, execute
 from .registry import Registry, VcpuEntry
+from .replays import ReplayRun, bring_back, checkpoint_bytes, rolled_back
+from .security import AuthInterceptor, caller_of
 from .state import ReplayCheckpoint, StateDir
+from .tenancy import Caller
 from .translate import (
     batch_stats,
     capability_changes,
@@ -40,8 +49,11 @@ from .translate import (
     vcpu_message,
     vm_message,
 )
+from .translate_diagnose import diagnose_capabilities, diagnose_response
+from .valid_state import valid_state_fields
+from .vmx.diagnosis import diagnose_input
 from .vmx.engine import BatchStats
-from .vmx.exceptions import InvalidArgument, StateError, VmxsimError
+from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
 
 __all__ = ["SERVICE_NAME", "ReplayRun", "StreamInfo", "Streams", "VcpuService"]
@@ -50,42 +62,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VcpuService"].full_name
 log = logging.getLogger("vmxsim.server")
 T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
-
-
-@dataclass
-class ReplayRun:
-    """A replay's progress: its totals, counters and last batch, and its resume token ("" =
-    not resumable: the server has no state directory)."""
-
-    token: str
-    vcpu_id: str
-    per_exit: bool
-    totals: BatchStats = field(default_factory=BatchStats)
-    skipped: int = 0
-    unknown: Counter[str] = field(default_factory=Counter)
-    last: int | None = None
-    resumed_after: int | None = None
-    """The checkpoint's batch when resumed: batches up to it may arrive again (duplicates)."""
-
-    def duplicate(self, sequence: int) -> bool:
-        """Whether a batch was handled before the resume: its acknowledgement was lost, so
-        the client sends it again until the first new batch."""
-        after = self.resumed_after
-        return after is not None and self.last == after and sequence <= after
-
-    @classmethod
-    def resumed(cls, checkpoint: ReplayCheckpoint) -> ReplayRun:
-        """The run as of a checkpoint's acknowledged batch."""
-        return cls(
-            checkpoint.token,
-            checkpoint.vcpu_id,
-            checkpoint.per_exit,
-            checkpoint.totals,
-            checkpoint.skipped,
-            Counter(checkpoint.unknown_reasons),
-            checkpoint.acked_sequence,
-            checkpoint.acked_sequence,
-        )
 
 
 @dataclass
@@ -156,32 +132,62 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
     """vmxsim's one gRPC service over a ``Registry``."""
 
     def __init__(
-        self, registry: Registry, config: ServerConfig, state: StateDir | None = None
+        self,
+        registry: Registry,
+        config: ServerConfig,
+        state: StateDir | None = None,
+        auth: AuthInterceptor | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
         self.state = state
+        self.auth = auth
         self.streams = Streams()
+
+    def _caller(self, context: Context) -> Caller:
+        return caller_of(self.auth, context.invocation_metadata(), context.peer())
+
+    async def _persist(self, entry: VcpuEntry | None, undo: Callable[[], object]) -> None:
+        """Make a new VM (``entry`` None) or vCPU durable before it is acknowledged; when the
+        write fails, undo it and answer UNAVAILABLE (retry: nothing was made)."""
+        if self.state is None:
+            return
+        try:
+            await self._in_thread(self.state.save_vcpu, self.registry, entry)
+        except OSError as exc:
+            undo()
+            raise Unavailable(
+                f"the state directory cannot be written ({exc.strerror or exc}); nothing was"
+                " made, retry"
+            ) from None
+
+    def _forget_files(self, vcpu_ids: list[str]) -> None:
+        if self.state is not None:
+            self.state.forget_vcpus(self.registry, vcpu_ids)
 
     async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(call, *args)
 
     @contextmanager
-    def _stream(self, kind: str) -> Iterator[StreamInfo]:
+    def _stream(self, kind: str, caller: Caller) -> Iterator[StreamInfo]:
         """Hold a stream slot and track the stream while it is open."""
-        with self.registry.stream_slot(), self.streams.track(kind) as info:
+        with self.registry.stream_slot(caller.identity), self.streams.track(kind) as info:
             yield info
 
     # --- VMs and vCPUs -------------------------------------------------------------------------
 
     async def CreateVm(self, request: pb.CreateVmRequest, context: Context) -> pb.CreateVmResponse:
-        return pb.CreateVmResponse(vm=vm_message(self.registry.create_vm(request.maxphyaddr)))
+        vm = self.registry.create_vm(request.maxphyaddr, self._caller(context))
+        await self._persist(None, partial(self.registry.delete_vm, vm.vm_id))
+        return pb.CreateVmResponse(vm=vm_message(vm))
 
     async def ListVms(self, request: pb.ListVmsRequest, context: Context) -> pb.ListVmsResponse:
-        return pb.ListVmsResponse(vms=[vm_message(vm) for vm in self.registry.list_vms()])
+        vms = self.registry.list_vms(self._caller(context))
+        return pb.ListVmsResponse(vms=[vm_message(vm) for vm in vms])
 
     async def DeleteVm(self, request: pb.DeleteVmRequest, context: Context) -> pb.DeleteVmResponse:
-        deleted = self.registry.delete_vm(request.vm_id)
+        deleted = self.registry.delete_vm(request.vm_id, self._caller(context))
+        self._forget_files(deleted)
         log.info(
             "deleted %s with %d vCPUs", request.vm_id, len(deleted), extra={"vm_id": request.vm_id}
         )
@@ -194,8 +200,10 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             capability_changes(request.capabilities) if request.HasField("capabilities") else {}
         )
         entry = self.registry.create_vcpu(
-            request.vm_id, request.profile, mode_from_pb(request.mode), changes
-        )
+            request.vm_id, request.profile, mode_from_pb(request.mode), changes,
+            l0=request.l0, caller=self._caller(context),
+        )  # fmt: skip
+        await self._persist(entry, partial(self.registry.delete_vcpu, entry.vcpu_id, True))
         log.debug(
             "created %s in %s (%s, %s)", entry.vcpu_id, entry.vm.vm_id, entry.profile, entry.mode,
             extra={"vcpu_id": entry.vcpu_id},
@@ -205,30 +213,34 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
     async def ListVcpus(
         self, request: pb.ListVcpusRequest, context: Context
     ) -> pb.ListVcpusResponse:
-        entries = self.registry.list_vcpus(request.vm_id)
+        entries = self.registry.list_vcpus(request.vm_id, self._caller(context))
         return pb.ListVcpusResponse(vcpus=[vcpu_message(entry) for entry in entries])
 
     async def GetVcpu(self, request: pb.GetVcpuRequest, context: Context) -> pb.GetVcpuResponse:
-        return pb.GetVcpuResponse(vcpu=vcpu_message(self.registry.get(request.vcpu_id)))
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
+        return pb.GetVcpuResponse(vcpu=vcpu_message(entry))
 
     async def DeleteVcpu(
         self, request: pb.DeleteVcpuRequest, context: Context
     ) -> pb.DeleteVcpuResponse:
-        self.registry.delete_vcpu(request.vcpu_id)
+        self.registry.delete_vcpu(request.vcpu_id, caller=self._caller(context))
+        self._forget_files([request.vcpu_id])
         log.debug("deleted %s", request.vcpu_id, extra={"vcpu_id": request.vcpu_id})
         return pb.DeleteVcpuResponse()
 
     # --- raw VMX instructions ------------------------------------------------------------------
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
-        entry = self.registry.get(request.vcpu_id)
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
+        check_size(request.instructions, self.config.max_instructions)
         run = partial(
             execute,
             instructions=request.instructions,
             stop_on_failure=request.stop_on_failure,
-            observer=self.registry.observer,
+            registry=self.registry,
+            deadline=deadline_of(context),
         )
-        results = await self._in_thread(self.registry.with_vcpu, entry, run)
+        results = await self._in_thread(self.registry.change_vcpu, entry, run)
         return pb.ExecuteResponse(results=results)
 
     # --- streams -------------------------------------------------------------------------------
@@ -251,14 +263,15 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
     async def Drive(
         self, request_iterator: AsyncIterator[pb.DriveRequest], context: Context
     ) -> AsyncIterator[pb.DriveResponse]:
-        with self._stream("Drive") as info:
-            requests = aiter(request_iterator)
+        caller = self._caller(context)
+        with self._stream("Drive", caller) as info:
+            requests = idle_bounded(request_iterator, self.config.stream_idle_seconds)
             first = await anext(requests, None)
             if first is None:
                 return
             if not first.vcpu_id:
                 raise InvalidArgument("the first DriveRequest must name a vcpu_id")
-            with self.registry.claim(first.vcpu_id) as entry:
+            with self.registry.claim(first.vcpu_id, caller) as entry:
                 info.vcpu_id = entry.vcpu_id
                 request: pb.DriveRequest | None = first
                 while request is not None:
@@ -276,21 +289,22 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
     async def Replay(
         self, request_iterator: AsyncIterator[pb.ReplayRequest], context: Context
     ) -> AsyncIterator[pb.ReplayResponse]:
-        with self._stream("Replay") as info:
-            requests = aiter(request_iterator)
+        caller = self._caller(context)
+        with self._stream("Replay", caller) as info:
+            requests = idle_bounded(request_iterator, self.config.stream_idle_seconds)
             first = await anext(requests, None)
             if first is None:
                 return
             if first.WhichOneof("kind") != "start":
                 raise InvalidArgument("the first ReplayRequest must be a ReplayStart")
-            async with self._replay_target(first.start) as (entry, run):
+            async with self._replay_target(first.start, caller) as (entry, run):
                 info.vcpu_id = entry.vcpu_id
                 async for response in self._replay(entry, run, requests, info, context):
                     yield response
 
     @asynccontextmanager
     async def _replay_target(
-        self, start: pb.ReplayStart
+        self, start: pb.ReplayStart, caller: Caller
     ) -> AsyncIterator[tuple[VcpuEntry, ReplayRun]]:
         """The claimed vCPU and the run of a new or resumed replay; a temporary vCPU is deleted
         at the end, and a replay's checkpoint when it ends or fails on bad input."""
@@ -299,20 +313,28 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             token = start.resume_token
             with state.replay_open(token):
                 checkpoint = await self._in_thread(state.load_replay, token)
+                if not caller.may_see(checkpoint.owner):
+                    raise NotFound(f"no open replay {token} on this server")
                 run = ReplayRun.resumed(checkpoint)
+                run.durable, run.base = checkpoint.to_bytes(), checkpoint.base
                 log.info(
                     "resuming replay %s after batch %d", token, checkpoint.acked_sequence,
                     extra={"resume_token": token},
                 )  # fmt: skip
-                async with self._replay_vcpu(checkpoint.vcpu_id, checkpoint.snapshot, start) as e:
+                await self._in_thread(bring_back, self.registry, checkpoint, caller)
+                async with self._replay_vcpu(checkpoint.vcpu_id, checkpoint, start, caller) as e:
                     yield e, run
             return
         token = secrets.token_urlsafe(16) if self.state is not None else ""
         run = ReplayRun(
-            token, start.vcpu_id, start.per_exit, skipped=start.skipped,
-            unknown=Counter(dict(start.unknown_reasons)),
+            token, start.vcpu_id, start.per_exit,
+            skipped=add_counts(0, start.skipped, "skipped lines"), unknown=Counter(),
         )  # fmt: skip
-        async with self._replay_vcpu(start.vcpu_id, b"", start) as entry:
+        add_count_maps(run.unknown, start.unknown_reasons, "unknown reason")
+        async with self._replay_vcpu(start.vcpu_id, None, start, caller) as entry:
+            if token:
+                run.base = await self._in_thread(self.registry.snapshot, entry)
+                run.durable = await self._in_thread(checkpoint_bytes, self.registry, entry, run)
             yield entry, run
 
     def _state_for_resume(self) -> StateDir:
@@ -324,22 +346,30 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
 
     @asynccontextmanager
     async def _replay_vcpu(
-        self, vcpu_id: str, snapshot: bytes, start: pb.ReplayStart
+        self,
+        vcpu_id: str,
+        checkpoint: ReplayCheckpoint | None,
+        start: pb.ReplayStart,
+        caller: Caller,
     ) -> AsyncIterator[VcpuEntry]:
-        """Claim ``vcpu_id`` (reset to ``snapshot`` when resuming), or make a temporary vCPU in
-        a VM of its own (from ``snapshot`` when resuming) and delete it at the end."""
+        """Claim ``vcpu_id`` (reset to the checkpoint's snapshot when resuming), or make a
+        temporary vCPU in a VM of its own (from the checkpoint's when resuming) and delete it at
+        the end."""
         temporary_vm = ""
         if not vcpu_id:
-            if snapshot:
-                made = await self._in_thread(self.registry.restore, snapshot)
+            if checkpoint is not None:
+                restore = partial(self.registry.restore, checkpoint.whole, caller=caller)
+                made = await self._in_thread(restore)
             else:
-                made = self.registry.create_vcpu("", start.profile, mode_from_pb(start.mode))
+                made = self.registry.create_vcpu(
+                    "", start.profile, mode_from_pb(start.mode), l0=start.l0, caller=caller
+                )
             made.temporary = True
             vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
         try:
-            with self.registry.claim(vcpu_id) as entry:
-                if snapshot and not temporary_vm:
-                    await self._in_thread(self.registry.reset, entry, snapshot)
+            with self.registry.claim(vcpu_id, caller) as entry:
+                if checkpoint is not None and (checkpoint.base or not temporary_vm):
+                    await self._in_thread(self.registry.reset, entry, checkpoint.snapshot)
                 yield entry
         finally:
             if temporary_vm:
@@ -359,8 +389,8 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                 if kind == "batch":
                     yield await self._replay_batch(entry, run, request.batch, info, context)
                 elif kind == "end":
-                    run.skipped += request.end.skipped
-                    run.unknown.update(dict(request.end.unknown_reasons))
+                    run.skipped = add_counts(run.skipped, request.end.skipped, "skipped lines")
+                    add_count_maps(run.unknown, request.end.unknown_reasons, "unknown reason")
                     summary = run_summary(
                         run.totals, entry.profile, entry.mode, run.skipped, dict(run.unknown)
                     )
@@ -373,6 +403,8 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
                     raise InvalidArgument(
                         f"a ReplayRequest after the start must be a batch or the end, not {kind}"
                     )
+        except Unavailable:
+            raise  # the checkpoint stays: the client resumes from it
         except VmxsimError:
             self._forget(run)  # bad input: resuming would only fail again
             raise
@@ -391,7 +423,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         if run.duplicate(sequence):
             progress = pb.ReplayProgress(
                 acked_sequence=sequence,
-                exits=run.totals.exits,
+                exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
                 batch=pb.BatchStats(sequence=sequence),
                 resume_token=run.token,
                 duplicate=True,
@@ -403,10 +435,17 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         run.totals.add(stats)
         run.last = sequence
         if self.state is not None and run.token:
-            await self._in_thread(self._checkpoint, entry, run)
+            try:
+                await self._in_thread(self._checkpoint, entry, run)
+            except OSError as exc:
+                await self._in_thread(rolled_back, self.registry, entry, run)
+                raise Unavailable(
+                    f"batch {sequence} was not applied: its checkpoint cannot be written"
+                    f" ({exc.strerror or exc}); resume the replay"
+                ) from None
         progress = pb.ReplayProgress(
             acked_sequence=sequence,
-            exits=run.totals.exits,
+            exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
             batch=batch_stats(stats, run.per_exit),
             resume_token=run.token,
         )
@@ -414,17 +453,9 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
 
     def _checkpoint(self, entry: VcpuEntry, run: ReplayRun) -> None:
         assert self.state is not None and run.last is not None
-        checkpoint = ReplayCheckpoint(
-            token=run.token,
-            vcpu_id=run.vcpu_id,
-            per_exit=run.per_exit,
-            acked_sequence=run.last,
-            skipped=run.skipped,
-            unknown_reasons=dict(run.unknown),
-            totals=run.totals,
-            snapshot=self.registry.snapshot(entry),
-        )
-        self.state.save_replay(checkpoint)
+        data = checkpoint_bytes(self.registry, entry, run)
+        self.state.save_replay(run.token, data)
+        run.durable = data
 
     def _forget(self, run: ReplayRun) -> None:
         if self.state is not None and run.token:
@@ -433,7 +464,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
     # --- stats and snapshots -------------------------------------------------------------------
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
-        entry = self.registry.get(request.vcpu_id)
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
         summary = await self._in_thread(
             self.registry.with_vcpu,
             entry,
@@ -442,13 +473,38 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
         return pb.GetStatsResponse(summary=summary)
 
     async def Snapshot(self, request: pb.SnapshotRequest, context: Context) -> pb.SnapshotResponse:
-        entry = self.registry.get(request.vcpu_id)
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
         data = await self._in_thread(self.registry.snapshot, entry)
         return pb.SnapshotResponse(data=data, format_version=FORMAT_VERSION)
 
     async def Restore(self, request: pb.RestoreRequest, context: Context) -> pb.RestoreResponse:
-        entry = await self._in_thread(self.registry.restore, request.data, request.vm_id)
+        restore = partial(
+            self.registry.restore, request.data, request.vm_id, caller=self._caller(context)
+        )
+        entry = await self._in_thread(restore)
+        await self._persist(entry, partial(self.registry.delete_vcpu, entry.vcpu_id, True))
         log.info(
             "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
         )
         return pb.RestoreResponse(vcpu=vcpu_message(entry))
+
+    # --- Diagnose (issue 12): VMCS dumps through the entry checks --------------------------
+
+    async def Diagnose(self, request: pb.DiagnoseRequest, context: Context) -> pb.DiagnoseResponse:
+        diagnoses = await self._in_thread(
+            diagnose_input,
+            request.dump or None,
+            dict(request.values) or None,
+            request.format or None,
+            diagnose_capabilities(request),
+        )
+        return diagnose_response(diagnoses)
+
+    # --- client helpers ------------------------------------------------------------------------
+
+    async def ValidState(
+        self, request: pb.ValidStateRequest, context: Context
+    ) -> pb.ValidStateResponse:
+        entry = self.registry.get(request.vcpu_id)
+        fields = valid_state_fields(entry.vcpu.capabilities, dict(request.overrides))
+        return pb.ValidStateResponse(fields=fields)

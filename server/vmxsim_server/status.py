@@ -6,6 +6,7 @@
     Busy (a StateError that retrying later may cure)            -> ABORTED
     StateError                                                  -> FAILED_PRECONDITION
     LimitExceeded                                               -> RESOURCE_EXHAUSTED
+    Unavailable (state could not be saved; nothing applied)     -> UNAVAILABLE
     TimeoutError (a stream's deadline passed between batches)   -> DEADLINE_EXCEEDED
     anything else                       -> INTERNAL with a generic message; the traceback is logged
 
@@ -33,6 +34,7 @@ from .vmx.exceptions import (
     NotFound,
     SnapshotError,
     StateError,
+    Unavailable,
 )
 
 __all__ = ["Continuation", "ErrorInterceptor", "status_of"]
@@ -46,6 +48,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Busy, grpc.StatusCode.ABORTED),
     (StateError, grpc.StatusCode.FAILED_PRECONDITION),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 Continuation = Callable[

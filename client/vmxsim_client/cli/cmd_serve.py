@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from typing import Any
 
 from vmxsim_server.config import OPTIONS, ConfigError, add_arguments, from_arguments
@@ -40,11 +41,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     # imported here: the other subcommands never load the server
-    from vmxsim_server.app import configure_logging, serve
+    from vmxsim_server.app import StateNotSaved, configure_logging, serve
 
     configure_logging(config)
     try:
         asyncio.run(serve(config))
-    except OSError as exc:
+    except StateNotSaved as exc:  # served, but the vCPUs could not be saved at the end
+        print(f"vmxsim: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ConfigError) as exc:  # e.g. a bad certificate, an empty token file
         raise CliError(str(exc)) from None
     return 0

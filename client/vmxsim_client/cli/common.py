@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, TextIO
 
+from vmxsim_server.vmx.l0 import available_l0_models
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.profiles import available_profiles
 
@@ -20,6 +21,7 @@ from ..client import DEFAULT_BATCH_SIZE, Client, RemoteVcpu
 from ..connection import add_connection_options, client_kwargs
 from ..errors import CliError
 from ..inprocess import connect
+from ..names import Profile, check_profile
 from ..rpc_errors import VmxsimRpcError
 from ..traces import FORMATS, add_limit_options
 from .output import render_rows
@@ -94,12 +96,20 @@ def _u64_option(what: str) -> Callable[[str], int]:
     return lambda text: parse_u64(text, what)
 
 
+def _profile_option(text: str) -> Profile:
+    try:
+        return check_profile(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_profile_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
     """``--profile`` and ``--mode`` (kvm and native when not given; with ``defaults=False``
     they stay None so a command can tell whether they were given)."""
     profiles = ", ".join(available_profiles())
     parser.add_argument(
         "--profile",
+        type=_profile_option,
         default="kvm" if defaults else None,
         help=f"hypervisor profile (shipped: {profiles}; default kvm)",
     )
@@ -108,6 +118,12 @@ def add_profile_options(parser: argparse.ArgumentParser, defaults: bool = True) 
         choices=MODES,
         default="native" if defaults else None,
         help="latency mode (default native)",
+    )
+    parser.add_argument(
+        "--l0",
+        metavar="MODEL",
+        help=f"L0 model of a nested mode (shipped: {', '.join(available_l0_models())};"
+        " default: the profile's)",
     )
 
 
@@ -143,6 +159,7 @@ def create_vcpu_from_args(client: Client, args: argparse.Namespace) -> RemoteVcp
     return client.create_vcpu(
         profile=args.profile,
         mode=args.mode,
+        l0=args.l0,
         vm=args.vm,
         revision_id=args.revision_id,
         maxphyaddr=args.maxphyaddr,
@@ -202,6 +219,8 @@ def print_summary(summary: Mapping[str, Any], out: TextIO | None = None) -> None
         f"cache hits {summary['cache']['hits']:,}  misses {summary['cache']['misses']:,}\n\n"
     )
     per_exit = summary["per_exit"]
+    counts = dict(summary["instructions"])
+    counts.update({op.lower(): n for op, n in counts.pop("other", {}).items()})
     rows = [
         {
             "instruction": name.upper(),
@@ -210,10 +229,20 @@ def print_summary(summary: Mapping[str, Any], out: TextIO | None = None) -> None
             "p50": per_exit.get(name, {}).get("p50", ""),
             "p99": per_exit.get(name, {}).get("p99", ""),
         }
-        for name, total in summary["instructions"].items()
+        for name, total in counts.items()
     ]
     render_rows(rows, ("instruction", "total", "per exit", "p50", "p99"), out=stream)
     stream.write("\n")
+    l0 = summary.get("l0")
+    if l0:
+        causes = ", ".join(f"{cause} {n:,}" for cause, n in l0["by_cause"].items())
+        stream.write(
+            f"L0 {l0['model']}: exits {l0['exits']:,} ({_per_exit(l0['exits'], exits)} per exit), "
+            f"vmcs02 rebuilds {l0['vmcs02_rebuilds']:,}, {l0['seconds']:.6f} s\n  {causes}\n\n"
+        )
+    if summary.get("panics"):
+        panics = ", ".join(f"{name} x{n:,}" for name, n in summary["panics"].items())
+        stream.write(f"panics (the hypervisor stops the VM; not counted as exits): {panics}\n\n")
     reasons = [
         {
             "reason": name,

@@ -254,6 +254,7 @@ class Vcpu(_message.Message):
     VCPU_MODE_FIELD_NUMBER: _builtins.int
     CURRENT_VMCS_POINTER_FIELD_NUMBER: _builtins.int
     EXITS_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
     vcpu_id: _builtins.str
     """The server-assigned id of this vCPU."""
     vm_id: _builtins.str
@@ -268,6 +269,8 @@ class Vcpu(_message.Message):
     """The current-VMCS pointer (VMPTRST's answer); all ones (0xFFFFFFFFFFFFFFFF) when none."""
     exits: _builtins.int
     """The number of VM exits this vCPU has handled (drive, replay and injected exits)."""
+    l0: _builtins.str
+    """L0: the L0 model its nested mode runs under (e.g. "kvm-4.17"); empty in native mode."""
     @_builtins.property
     def capabilities(self) -> Global___Capabilities:
         """The effective capabilities (every field set)."""
@@ -283,10 +286,11 @@ class Vcpu(_message.Message):
         vcpu_mode: Global___VcpuMode.ValueType = ...,
         current_vmcs_pointer: _builtins.int = ...,
         exits: _builtins.int = ...,
+        l0: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "current_vmcs_pointer", b"current_vmcs_pointer", "exits", b"exits", "mode", b"mode", "profile", b"profile", "vcpu_id", b"vcpu_id", "vcpu_mode", b"vcpu_mode", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "current_vmcs_pointer", b"current_vmcs_pointer", "exits", b"exits", "l0", b"l0", "mode", b"mode", "profile", b"profile", "vcpu_id", b"vcpu_id", "vcpu_mode", b"vcpu_mode", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,12 +432,17 @@ class CreateVcpuRequest(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     """The VM to create the vCPU in; empty = a new VM with the capabilities' MAXPHYADDR."""
     profile: _builtins.str
     """The hypervisor profile, e.g. "kvm", "haxm-legacy", "haxm-cache"; empty = "kvm"."""
     mode: Global___LatencyMode.ValueType
     """The latency mode; LATENCY_MODE_UNSPECIFIED = LATENCY_MODE_NATIVE."""
+    l0: _builtins.str
+    """L0: the L0 model of a nested mode, e.g. "kvm-4.17"; empty = the profile's default.
+    INVALID_ARGUMENT with the native mode or an unknown model.
+    """
     @_builtins.property
     def capabilities(self) -> Global___Capabilities:
         """VMX capabilities; absent, or any unset field, = the default."""
@@ -445,10 +454,11 @@ class CreateVcpuRequest(_message.Message):
         profile: _builtins.str = ...,
         mode: Global___LatencyMode.ValueType = ...,
         capabilities: Global___Capabilities | None = ...,
+        l0: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "mode", b"mode", "profile", b"profile", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "l0", b"l0", "mode", b"mode", "profile", b"profile", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1458,6 +1468,7 @@ class ReasonStats(_message.Message):
     VMREAD_FIELD_NUMBER: _builtins.int
     VMWRITE_FIELD_NUMBER: _builtins.int
     SIMULATED_SECONDS_FIELD_NUMBER: _builtins.int
+    L0_EXITS_FIELD_NUMBER: _builtins.int
     exits: _builtins.int
     """Exits with this reason."""
     vmread: _builtins.int
@@ -1466,6 +1477,8 @@ class ReasonStats(_message.Message):
     """VMWRITEs issued while handling them."""
     simulated_seconds: _builtins.float
     """Their simulated handling time in seconds."""
+    l0_exits: _builtins.int
+    """L0: L1 instructions the L0 model intercepted while handling them (nested modes)."""
     def __init__(
         self,
         *,
@@ -1473,10 +1486,11 @@ class ReasonStats(_message.Message):
         vmread: _builtins.int = ...,
         vmwrite: _builtins.int = ...,
         simulated_seconds: _builtins.float = ...,
+        l0_exits: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "simulated_seconds", b"simulated_seconds", "vmread", b"vmread", "vmwrite", b"vmwrite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "l0_exits", b"l0_exits", "simulated_seconds", b"simulated_seconds", "vmread", b"vmread", "vmwrite", b"vmwrite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1509,6 +1523,46 @@ class BatchStats(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OtherInstructionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PanicsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SEQUENCE_FIELD_NUMBER: _builtins.int
     EXITS_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
@@ -1519,6 +1573,9 @@ class BatchStats(_message.Message):
     VMREADS_PER_EXIT_FIELD_NUMBER: _builtins.int
     VMWRITES_PER_EXIT_FIELD_NUMBER: _builtins.int
     LATENCY_SECONDS_PER_EXIT_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
+    OTHER_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    PANICS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The batch's ExitBatch.sequence."""
     exits: _builtins.int
@@ -1551,6 +1608,20 @@ class BatchStats(_message.Message):
         asked for.
         """
 
+    @_builtins.property
+    def l0(self) -> Global___L0Stats:
+        """L0: what the L0 model saw in this batch; absent in native mode."""
+
+    @_builtins.property
+    def other_instructions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: L1 instructions other than VMX ones, by op (e.g. "WRMSR")."""
+
+    @_builtins.property
+    def panics(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: exits whose handler stops the VM (the profile marks it panic), by exit-reason name;
+        not counted in exits.
+        """
+
     def __init__(
         self,
         *,
@@ -1564,10 +1635,13 @@ class BatchStats(_message.Message):
         vmreads_per_exit: _abc.Iterable[_builtins.int] | None = ...,
         vmwrites_per_exit: _abc.Iterable[_builtins.int] | None = ...,
         latency_seconds_per_exit: _abc.Iterable[_builtins.float] | None = ...,
+        l0: Global___L0Stats | None = ...,
+        other_instructions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        panics: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "l0", b"l0"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "exits", b"exits", "instructions", b"instructions", "latency_seconds_per_exit", b"latency_seconds_per_exit", "sequence", b"sequence", "simulated_seconds", b"simulated_seconds", "vmreads_per_exit", b"vmreads_per_exit", "vmwrites_per_exit", b"vmwrites_per_exit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "exits", b"exits", "instructions", b"instructions", "l0", b"l0", "latency_seconds_per_exit", b"latency_seconds_per_exit", "other_instructions", b"other_instructions", "panics", b"panics", "sequence", b"sequence", "simulated_seconds", b"simulated_seconds", "vmreads_per_exit", b"vmreads_per_exit", "vmwrites_per_exit", b"vmwrites_per_exit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1708,6 +1782,46 @@ class RunSummary(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OtherInstructionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PanicsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROFILE_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     MODE_NAME_FIELD_NUMBER: _builtins.int
@@ -1719,6 +1833,9 @@ class RunSummary(_message.Message):
     CACHE_FIELD_NUMBER: _builtins.int
     SIMULATED_SECONDS_FIELD_NUMBER: _builtins.int
     BY_REASON_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
+    OTHER_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    PANICS_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     """The hypervisor profile, e.g. "kvm"."""
     mode: Global___LatencyMode.ValueType
@@ -1751,6 +1868,18 @@ class RunSummary(_message.Message):
     def by_reason(self) -> _containers.MessageMap[_builtins.str, Global___ReasonStats]:
         """Per exit-reason totals, keyed by exit-reason name."""
 
+    @_builtins.property
+    def l0(self) -> Global___L0Stats:
+        """L0: what the L0 model saw; absent in native mode."""
+
+    @_builtins.property
+    def other_instructions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: L1 instructions other than VMX ones, by op (e.g. "WRMSR")."""
+
+    @_builtins.property
+    def panics(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: exits whose handler stops the VM, by exit-reason name; not counted in exits."""
+
     def __init__(
         self,
         *,
@@ -1765,14 +1894,87 @@ class RunSummary(_message.Message):
         cache: Global___CacheCounts | None = ...,
         simulated_seconds: _builtins.float = ...,
         by_reason: _abc.Mapping[_builtins.str, Global___ReasonStats] | None = ...,
+        l0: Global___L0Stats | None = ...,
+        other_instructions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        panics: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "instructions", b"instructions", "per_exit", b"per_exit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "instructions", b"instructions", "l0", b"l0", "per_exit", b"per_exit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache", b"cache", "exits", b"exits", "instructions", b"instructions", "mode", b"mode", "mode_name", b"mode_name", "per_exit", b"per_exit", "profile", b"profile", "simulated_seconds", b"simulated_seconds", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache", b"cache", "exits", b"exits", "instructions", b"instructions", "l0", b"l0", "mode", b"mode", "mode_name", b"mode_name", "other_instructions", b"other_instructions", "panics", b"panics", "per_exit", b"per_exit", "profile", b"profile", "simulated_seconds", b"simulated_seconds", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunSummary: _TypeAlias = RunSummary  # noqa: Y015
+
+@_typing.final
+class L0Stats(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    L0: nested virtualization at two levels (the outer hypervisor's view of L1's instructions)
+
+    The L1 instructions an L0 model intercepted, and what they cost in L0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByCauseEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    EXITS_FIELD_NUMBER: _builtins.int
+    BY_CAUSE_FIELD_NUMBER: _builtins.int
+    VMCS02_REBUILDS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    PER_EXIT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The L0 model, e.g. "kvm-4.17"."""
+    exits: _builtins.int
+    """L1 instructions that exited to L0 (VMLAUNCH/VMRESUME of L2 included)."""
+    vmcs02_rebuilds: _builtins.int
+    """L2 entries on which L0 rebuilt vmcs02 in full (dirty vmcs12 or a new vmcs02)."""
+    seconds: _builtins.float
+    """Simulated time L0 spent on them in seconds (the nested base excluded)."""
+    @_builtins.property
+    def by_cause(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Those exits by cause, e.g. "VMREAD", "WRMSR", "MOV_CR"."""
+
+    @_builtins.property
+    def per_exit(self) -> Global___Distribution:
+        """L0 exits per L2 exit; set in run summaries only."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        exits: _builtins.int = ...,
+        by_cause: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        vmcs02_rebuilds: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+        per_exit: Global___Distribution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["per_exit", b"per_exit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_cause", b"by_cause", "exits", b"exits", "model", b"model", "per_exit", b"per_exit", "seconds", b"seconds", "vmcs02_rebuilds", b"vmcs02_rebuilds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___L0Stats: _TypeAlias = L0Stats  # noqa: Y015
 
 @_typing.final
 class DriveRequest(_message.Message):
@@ -1870,6 +2072,7 @@ class ReplayStart(_message.Message):
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     UNKNOWN_REASONS_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
     vcpu_id: _builtins.str
     """An existing vCPU to replay on; empty = the server creates a temporary vCPU with `profile`
     and `mode` and deletes it when the stream ends.
@@ -1890,6 +2093,8 @@ class ReplayStart(_message.Message):
     """
     skipped: _builtins.int
     """Malformed trace lines the client skipped before the first batch."""
+    l0: _builtins.str
+    """L0: the L0 model of the temporary vCPU (see CreateVcpuRequest.l0); ignored with `vcpu_id`."""
     @_builtins.property
     def unknown_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Exits the client could not map to a reason number before the first batch, by name."""
@@ -1904,10 +2109,11 @@ class ReplayStart(_message.Message):
         resume_token: _builtins.str = ...,
         skipped: _builtins.int = ...,
         unknown_reasons: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        l0: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "per_exit", b"per_exit", "profile", b"profile", "resume_token", b"resume_token", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons", "vcpu_id", b"vcpu_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["l0", b"l0", "mode", b"mode", "per_exit", b"per_exit", "profile", b"profile", "resume_token", b"resume_token", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons", "vcpu_id", b"vcpu_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2015,7 +2221,9 @@ class ReplayProgress(_message.Message):
     server persisted the replay through it before sending this acknowledgement.
     """
     exits: _builtins.int
-    """Exits handled in this replay so far, this batch included."""
+    """Exits handled in this replay so far, this batch included (and the exits whose handler
+    panicked, which the stats count apart: this is the replay's progress through its exits).
+    """
     resume_token: _builtins.str
     """Pass in ReplayStart.resume_token to continue after this batch; empty when the server
     cannot resume this replay (it runs without a state directory).
@@ -2226,3 +2434,395 @@ class RestoreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RestoreResponse: _TypeAlias = RestoreResponse  # noqa: Y015
+
+@_typing.final
+class DiagnoseRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Diagnose: VMCS dumps from bug reports through the VM-entry checks (issue 12, item 3)
+
+    The request of Diagnose: a dump, or field values, and the capabilities to check them with.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CapabilityMsrsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DUMP_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CAPABILITY_MSRS_FIELD_NUMBER: _builtins.int
+    MAXPHYADDR_FIELD_NUMBER: _builtins.int
+    dump: _builtins.bytes
+    """The dump as it was pasted (text of any supported format, or a binary vmxsim snapshot); at
+    most 1 MiB (RESOURCE_EXHAUSTED beyond; INVALID_ARGUMENT when it is no dump).
+    """
+    format: _builtins.str
+    """Force a format (kvm-dump_vmcs, xen-vmcs_dump, haxm-dump_vmcs, qemu-cpu_dump,
+    vmxsim-snapshot, plain); empty = detect it.
+    """
+    maxphyaddr: _builtins.int
+    """MAXPHYADDR of the processor the dump came from (0 = not given)."""
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Instead of `dump`: field-table names (or encodings, or @pseudo-values) and their values."""
+
+    @_builtins.property
+    def capability_msrs(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """IA32_VMX_* capability MSR values by name ("IA32_VMX_BASIC") or index ("0x480"); with
+        neither these nor `maxphyaddr`, the dump's own capabilities (snapshots) or the defaults.
+        """
+
+    def __init__(
+        self,
+        *,
+        dump: _builtins.bytes = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        format: _builtins.str = ...,
+        capability_msrs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        maxphyaddr: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability_msrs", b"capability_msrs", "dump", b"dump", "format", b"format", "maxphyaddr", b"maxphyaddr", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnoseRequest: _TypeAlias = DiagnoseRequest  # noqa: Y015
+
+@_typing.final
+class DiagnoseResponse(_message.Message):
+    """The response of Diagnose: one diagnosis per dump, in the order of the input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIAGNOSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def diagnoses(self) -> _containers.RepeatedCompositeFieldContainer[Global___DumpDiagnosis]:
+        """The diagnoses."""
+
+    def __init__(
+        self,
+        *,
+        diagnoses: _abc.Iterable[Global___DumpDiagnosis] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnoses", b"diagnoses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnoseResponse: _TypeAlias = DiagnoseResponse  # noqa: Y015
+
+@_typing.final
+class DumpDiagnosis(_message.Message):
+    """One dump's verdict (the document of `vmxsim diagnose --json`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    FIELDS_READ_FIELD_NUMBER: _builtins.int
+    SDM_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    FIRST_OUTCOME_FIELD_NUMBER: _builtins.int
+    REPORTED_EXIT_REASON_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    NOT_CHECKED_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    """The format the dump was read in."""
+    line: _builtins.int
+    """The input line the dump starts at (1-based)."""
+    fields_read: _builtins.int
+    """How many VMCS fields the dump gave values for."""
+    sdm: _builtins.str
+    """The SDM edition the checks cite."""
+    verdict: _builtins.str
+    """"fails" (a check fails), "passes" (every check ran and held) or "incomplete"."""
+    first_outcome: _builtins.str
+    """The outcome VM entry would give (the first failure's), e.g. "VMfailValid 7"; empty = none."""
+    reported_exit_reason: _builtins.int
+    """The exit reason the log reports for the failed entry (e.g. 0x80000021), when it does."""
+    capabilities: _builtins.str
+    """Where the capabilities came from: "default", "given" or "dump"."""
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiagnosedFailure]:
+        """The failing checks, most important (the processor's first) first."""
+
+    @_builtins.property
+    def not_checked(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiagnosedNotChecked]:
+        """The checks that need values the dump does not show."""
+
+    def __init__(
+        self,
+        *,
+        format: _builtins.str = ...,
+        line: _builtins.int = ...,
+        fields_read: _builtins.int = ...,
+        sdm: _builtins.str = ...,
+        verdict: _builtins.str = ...,
+        first_outcome: _builtins.str = ...,
+        reported_exit_reason: _builtins.int | None = ...,
+        capabilities: _builtins.str = ...,
+        failures: _abc.Iterable[Global___DiagnosedFailure] | None = ...,
+        not_checked: _abc.Iterable[Global___DiagnosedNotChecked] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reported_exit_reason", b"_reported_exit_reason", "reported_exit_reason", b"reported_exit_reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reported_exit_reason", b"_reported_exit_reason", "capabilities", b"capabilities", "failures", b"failures", "fields_read", b"fields_read", "first_outcome", b"first_outcome", "format", b"format", "line", b"line", "not_checked", b"not_checked", "reported_exit_reason", b"reported_exit_reason", "sdm", b"sdm", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__reported_exit_reason: _TypeAlias = _typing.Literal["reported_exit_reason"]  # noqa: Y015
+    _WhichOneofArgType__reported_exit_reason: _TypeAlias = _typing.Literal["_reported_exit_reason", b"_reported_exit_reason"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reported_exit_reason) -> _WhichOneofReturnType__reported_exit_reason | None: ...
+
+Global___DumpDiagnosis: _TypeAlias = DumpDiagnosis  # noqa: Y015
+
+@_typing.final
+class DiagnosedFailure(_message.Message):
+    """A failing VM-entry check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CAPABILITY_DEPENDENT_FIELD_NUMBER: _builtins.int
+    check: _builtins.str
+    """The check's stable id, e.g. "guest.cr0.fixed"."""
+    section: _builtins.str
+    """Its SDM section, e.g. "27.3.1.1"."""
+    stage: _builtins.str
+    """Its stage: basic, control, host, guest or msr-load."""
+    outcome: _builtins.str
+    """The outcome it gives, e.g. "entry-failed 0x80000021"."""
+    message: _builtins.str
+    """One line naming the offending value."""
+    capability_dependent: _builtins.bool
+    """True when it passes with permissive capabilities: it fails only because of them."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The field-table names of the fields it reads."""
+
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """The values of those fields the dump shows."""
+
+    def __init__(
+        self,
+        *,
+        check: _builtins.str = ...,
+        section: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        message: _builtins.str = ...,
+        capability_dependent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability_dependent", b"capability_dependent", "check", b"check", "fields", b"fields", "message", b"message", "outcome", b"outcome", "section", b"section", "stage", b"stage", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnosedFailure: _TypeAlias = DiagnosedFailure  # noqa: Y015
+
+@_typing.final
+class DiagnosedNotChecked(_message.Message):
+    """A check that was not run: the values it needs are unknown."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    check: _builtins.str
+    """The check's id."""
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The unknown fields or pseudo-values (e.g. "VMCS_LINK_POINTER", "@launch_state")."""
+
+    def __init__(
+        self,
+        *,
+        check: _builtins.str = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "missing", b"missing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnosedNotChecked: _TypeAlias = DiagnosedNotChecked  # noqa: Y015
+
+@_typing.final
+class ValidStateRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Client helpers: what a harness needs to reach VM entry without copying the server's tables.
+
+    The request of ValidState.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OverridesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VCPU_ID_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    vcpu_id: _builtins.str
+    """The vCPU whose capabilities the state is for (NOT_FOUND when unknown)."""
+    @_builtins.property
+    def overrides(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Field values to use instead of (or beside) the valid ones, by field-table name;
+        INVALID_ARGUMENT for a name that is no VMCS field.
+        """
+
+    def __init__(
+        self,
+        *,
+        vcpu_id: _builtins.str = ...,
+        overrides: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides", "vcpu_id", b"vcpu_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidStateRequest: _TypeAlias = ValidStateRequest  # noqa: Y015
+
+@_typing.final
+class FieldValue(_message.Message):
+    """One VMCS field and the value to VMWRITE into it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The field's name in the field table (SDM Vol. 3D Appendix B), e.g. "GUEST_RIP"."""
+    encoding: _builtins.int
+    """The field's encoding."""
+    value: _builtins.int
+    """The value."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        encoding: _builtins.int = ...,
+        value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldValue: _TypeAlias = FieldValue  # noqa: Y015
+
+@_typing.final
+class ValidStateResponse(_message.Message):
+    """The response of ValidState."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldValue]:
+        """The fields to write, in the order the state builder lists them; fields the capabilities
+        do not offer are left out, overrides included.
+        """
+
+    def __init__(
+        self,
+        *,
+        fields: _abc.Iterable[Global___FieldValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidStateResponse: _TypeAlias = ValidStateResponse  # noqa: Y015

@@ -18,7 +18,11 @@ are for input the emulator cannot even interpret, and the service maps each to o
     │   └── Busy         in use by another caller for now (e.g. a replay
     │                    still open when its resume arrives); retry     -> ABORTED
     ├── LimitExceeded    a configured limit would be exceeded           -> RESOURCE_EXHAUSTED
+    ├── Unavailable      the server could not do it now (its state
+    │                    directory could not be written); nothing was
+    │                    applied, retry                                  -> UNAVAILABLE
     └── SnapshotError    a snapshot of another version, or corrupted    -> INVALID_ARGUMENT
+        └── SnapshotTooLarge  one that inflates beyond the allowed size     -> INVALID_ARGUMENT
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ __all__ = [
     "NotFound",
     "ProfileError",
     "SnapshotError",
+    "SnapshotTooLarge",
     "StateError",
+    "Unavailable",
     "UnknownField",
     "UnknownReason",
     "VmxsimError",
@@ -81,3 +87,11 @@ class LimitExceeded(VmxsimError):
 
 class SnapshotError(VmxsimError):
     """A snapshot that cannot be restored: wrong version, wrong format or corrupted."""
+
+
+class SnapshotTooLarge(SnapshotError):
+    """A snapshot whose payload inflates to more than the allowed number of bytes."""
+
+
+class Unavailable(VmxsimError):
+    """The server could not do it now (e.g. a full disk); nothing was applied, retry."""
