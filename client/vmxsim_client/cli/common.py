@@ -23,7 +23,7 @@ from ..errors import CliError
 from ..inprocess import connect
 from ..names import Profile, check_profile
 from ..rpc_errors import VmxsimRpcError
-from ..traces import FORMATS
+from ..traces import FORMATS, add_limit_options
 from .output import render_rows
 
 __all__ = [
@@ -180,11 +180,12 @@ def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_trace_options(parser: argparse.ArgumentParser) -> None:
-    """``--format`` and ``--strict`` of a trace argument."""
+    """``--format`` and ``--strict`` of a trace argument, and the readers' limits."""
     parser.add_argument("--format", choices=FORMATS, help="trace format (default: detected)")
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first malformed line (exit 2)"
     )
+    add_limit_options(parser)
 
 
 def warn_skipped(source: Any) -> None:

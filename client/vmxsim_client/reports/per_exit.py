@@ -37,9 +37,9 @@ Recorded = tuple[int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class _SentBatch:
-    reason: list[int]
-    rip: list[int]
-    timestamp: list[float]
+    reason: Sequence[int]
+    rip: Sequence[int]
+    timestamp: Sequence[float]
     recorded: list[Recorded] | None
 
 
@@ -50,9 +50,9 @@ class JoinedBatch:
     unless the trace is a HAXM log."""
 
     first_index: int
-    reason: list[int]
-    rip: list[int]
-    timestamp: list[float]
+    reason: Sequence[int]
+    rip: Sequence[int]
+    timestamp: Sequence[float]
     recorded: list[Recorded] | None
     vmread: Sequence[int]
     vmwrite: Sequence[int]
