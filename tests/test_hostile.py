@@ -78,11 +78,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     )  # fmt: skip
     channel = grpc.insecure_channel(server.address)
     try:
-        yield Hostile(
-            server, channel, pb_grpc.VcpuServiceStub(channel), flag, server.memory_kib("VmRSS")
-        )
+        start = server.memory_kib("VmRSS")
+        print(f"\nvmxsim serve RSS: {start} KiB at the start")
+        yield Hostile(server, channel, pb_grpc.VcpuServiceStub(channel), flag, start)
     finally:
         channel.close()
+        peak = server.memory_kib("VmHWM")
+        print(f"\nvmxsim serve RSS: {server.memory_kib('VmRSS')} KiB at the end, {peak} KiB peak")
         assert server.stop() == 0
 
 
@@ -277,7 +279,7 @@ def test_counts_at_their_limit_run_on_without_overflow(hostile: Hostile) -> None
     """Item 5: totals at the largest allowed count restore, run another batch and answer."""
     doc = _snapshot_doc(hostile)
     doc["engine"]["totals"]["exits"] = snapshots.COUNTER_MAX
-    doc["vcpu"]["injected_exits"] = snapshots.COUNTER_MAX
+    doc["vcpu"]["injected_exits"] = 0  # injected exits count in the engine's totals
     restored = hostile.stub.Restore(
         pb.RestoreRequest(data=snapshots.pack(doc)), metadata=hostile.md("alice")
     ).vcpu
@@ -289,6 +291,18 @@ def test_counts_at_their_limit_run_on_without_overflow(hostile: Hostile) -> None
     assert stats.summary.exits == snapshots.COUNTER_MAX + 10
     listed = hostile.stub.ListVcpus(pb.ListVcpusRequest(), metadata=hostile.md("alice")).vcpus
     assert restored.vcpu_id in [v.vcpu_id for v in listed]
+    hostile.unharmed()
+
+
+def test_injected_and_engine_exits_past_the_counter_limit_are_refused(hostile: Hostile) -> None:
+    """Item 5 with one exit counter: injected exits join the engine's totals on restore, so
+    their sum is bounded too."""
+    doc = _snapshot_doc(hostile)
+    doc["engine"]["totals"]["exits"] = snapshots.COUNTER_MAX
+    doc["vcpu"]["injected_exits"] = 1
+    request = pb.RestoreRequest(data=snapshots.pack(doc))
+    error = rpc_error(hostile.stub.Restore, request, metadata=hostile.md("alice"))
+    assert error.code() == Code.INVALID_ARGUMENT and "injected_exits" in error.details()
     hostile.unharmed()
 
 

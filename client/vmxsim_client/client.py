@@ -37,6 +37,8 @@ from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from . import calls
 from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION
+from .diagnoses import Capabilities as DiagnoseCapabilities
+from .diagnoses import diagnose_request, diagnosis_doc
 from .instructions import Instruction, InstructionResult
 from .names import Mode, Profile
 from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
@@ -374,6 +376,22 @@ class Client(Connection):
     def restore(self, data: bytes, vm: str | None = None) -> RemoteVcpu:
         """A new vCPU from snapshot bytes, in ``vm`` or a new VM."""
         return RemoteVcpu(self, self._unary(calls.restore(data, vm)))
+
+    # --- diagnose (issue 12) ---------------------------------------------------------------------
+
+    def diagnose(
+        self,
+        text: str | bytes | None = None,
+        values: Mapping[str, int] | None = None,
+        format: str | None = None,
+        capabilities: DiagnoseCapabilities | None = None,
+    ) -> list[dict[str, Any]]:
+        """Diagnose the VMCS dumps in ``text`` (or the field ``values``) with the entry checks:
+        one ``vmxsim diagnose --json`` document per dump. ``capabilities``: IA32_VMX_* MSR values
+        by index, or a capabilities file's text."""
+        request = diagnose_request(text, values, format, capabilities)
+        reply = self._call(self._stub.Diagnose, request)
+        return [diagnosis_doc(d) for d in reply.diagnoses]
 
 
 class RemoteVcpu(VcpuInstructions[InstructionResult]):

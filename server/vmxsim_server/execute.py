@@ -119,10 +119,19 @@ _OPS: dict[str, Op] = {
 }
 
 
-def _checked(instructions: Sequence[pb.Instruction]) -> list[tuple[pb.Instruction, str]]:
+def _in_time(deadline: float | None, index: int, count: int, what: str) -> None:
+    """``TimeoutError`` once past ``deadline`` (looked at every ``_DEADLINE_EVERY``)."""
+    if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+        raise TimeoutError(f"deadline exceeded after {index} of {count} instructions ({what})")
+
+
+def _checked(
+    instructions: Sequence[pb.Instruction], deadline: float | None = None
+) -> list[tuple[pb.Instruction, str]]:
     """Each instruction with its op; raises for a request that cannot run as a whole."""
     checked: list[tuple[pb.Instruction, str]] = []
     for index, instruction in enumerate(instructions):
+        _in_time(deadline, index, len(instructions), "checked; none ran")
         op = instruction.WhichOneof("op")
         if op is None:
             where = f" (line {instruction.line})" if instruction.line else ""
@@ -183,14 +192,11 @@ def execute(
     """Run the instructions in order on one vCPU (the caller holds its locks); stop with
     ``TimeoutError`` once ``time.monotonic()`` passes ``deadline``."""
     observer: Observer = registry.observer
-    checked = _checked(instructions)
+    checked = _checked(instructions, deadline)
     _check_memory(registry, entry, checked)
     results = []
     for index, (instruction, op) in enumerate(checked):
-        if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"deadline exceeded after {index} of {len(checked)} instructions (those ran)"
-            )
+        _in_time(deadline, index, len(checked), "those ran")
         outcome = _OPS[op](entry, getattr(instruction, op))
         name = op.upper()
         observer.on_instruction(name, outcome)

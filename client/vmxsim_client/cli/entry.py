@@ -17,6 +17,7 @@ from . import (
     cmd_completion,
     cmd_convert,
     cmd_demo,
+    cmd_diagnose,
     cmd_drive,
     cmd_exec,
     cmd_load,
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         cmd_tables, cmd_convert, cmd_model, cmd_tune,
         cmd_vcpu, cmd_exec, cmd_drive, cmd_replay, cmd_compare, cmd_report, cmd_demo,
-        cmd_load, cmd_serve,
+        cmd_diagnose, cmd_load, cmd_serve,
     ):  # fmt: skip
         module.register(sub)
     cmd_completion.register(sub, parser)

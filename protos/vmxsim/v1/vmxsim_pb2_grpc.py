@@ -100,6 +100,11 @@ class VcpuServiceStub:
                 request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreRequest.SerializeToString,
                 response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreResponse.FromString,
                 _registered_method=True)
+        self.Diagnose = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/Diagnose',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.FromString,
+                _registered_method=True)
         self.ValidState = channel.unary_unary(
                 '/vmxsim.v1.VcpuService/ValidState',
                 request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.SerializeToString,
@@ -206,6 +211,14 @@ class VcpuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Diagnose(self, request, context):
+        """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+        values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ValidState(self, request, context):
         """---- Client helpers ----
         Returns VMCS field values with which VM entry passes every entry check for the vCPU's
@@ -282,6 +295,11 @@ def add_VcpuServiceServicer_to_server(servicer, server):
                     servicer.Restore,
                     request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreRequest.FromString,
                     response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreResponse.SerializeToString,
+            ),
+            'Diagnose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diagnose,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.SerializeToString,
             ),
             'ValidState': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidState,
@@ -641,6 +659,33 @@ class VcpuService:
             '/vmxsim.v1.VcpuService/Restore',
             vmxsim_dot_v1_dot_vmxsim__pb2.RestoreRequest.SerializeToString,
             vmxsim_dot_v1_dot_vmxsim__pb2.RestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diagnose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/Diagnose',
+            vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.FromString,
             options,
             channel_credentials,
             insecure,

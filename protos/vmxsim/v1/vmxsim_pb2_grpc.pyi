@@ -80,6 +80,10 @@ class VcpuServiceStub:
     """Serializes a vCPU (capabilities, VMX state, current VMCS pointer, its VM's memory) to bytes."""
     Restore: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.RestoreRequest, _vmxsim_pb2.RestoreResponse]
     """Creates a vCPU from a Snapshot's bytes."""
+    Diagnose: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.DiagnoseRequest, _vmxsim_pb2.DiagnoseResponse]
+    """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+    values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+    """
     ValidState: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ValidStateRequest, _vmxsim_pb2.ValidStateResponse]
     """---- Client helpers ----
     Returns VMCS field values with which VM entry passes every entry check for the vCPU's
@@ -124,6 +128,10 @@ class VcpuServiceAsyncStub(VcpuServiceStub):
     """Serializes a vCPU (capabilities, VMX state, current VMCS pointer, its VM's memory) to bytes."""
     Restore: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.RestoreRequest, _vmxsim_pb2.RestoreResponse]  # type: ignore[assignment]
     """Creates a vCPU from a Snapshot's bytes."""
+    Diagnose: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.DiagnoseRequest, _vmxsim_pb2.DiagnoseResponse]  # type: ignore[assignment]
+    """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+    values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+    """
     ValidState: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ValidStateRequest, _vmxsim_pb2.ValidStateResponse]  # type: ignore[assignment]
     """---- Client helpers ----
     Returns VMCS field values with which VM entry passes every entry check for the vCPU's
@@ -243,6 +251,16 @@ class VcpuServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vmxsim_pb2.RestoreResponse, _abc.Awaitable[_vmxsim_pb2.RestoreResponse]]:
         """Creates a vCPU from a Snapshot's bytes."""
+
+    @_abc_1.abstractmethod
+    def Diagnose(
+        self,
+        request: _vmxsim_pb2.DiagnoseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.DiagnoseResponse, _abc.Awaitable[_vmxsim_pb2.DiagnoseResponse]]:
+        """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+        values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+        """
 
     @_abc_1.abstractmethod
     def ValidState(
