@@ -49,7 +49,7 @@ def mode_from_pb(value: int) -> str:
     name: str | None = _MODE_FROM_PB.get(value)  # type: ignore[call-overload]
     if name is None:
         known = ", ".join(pb.LatencyMode.Name(v) for v in _MODE_TO_PB.values())
-        raise InvalidArgument(f"unknown latency mode {value} (known: {known})")
+        raise InvalidArgument(f"unknown latency mode {value} (known: {known})", field="mode")
     return name
 
 
@@ -96,7 +96,10 @@ def exit_batch(message: pb.ExitBatch, max_exits: int) -> ExitBatch:
     lengths and ranges, this checks the batch size and the timestamps."""
     n = len(message.reason)
     if n > max_exits:
-        raise LimitExceeded(f"batch {message.sequence} has {n} exits; the limit is {max_exits}")
+        raise LimitExceeded(
+            f"batch {message.sequence} has {n} exits; the limit is {max_exits}",
+            quota="max_batch_exits", limit=max_exits,
+        )  # fmt: skip
     if message.timestamp and len(message.timestamp) != n:
         raise InvalidArgument(
             f"column timestamp has {len(message.timestamp)} values for {n} exits (give all or none)"

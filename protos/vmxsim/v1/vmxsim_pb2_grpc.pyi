@@ -80,6 +80,14 @@ class VcpuServiceStub:
     """Serializes a vCPU (capabilities, VMX state, current VMCS pointer, its VM's memory) to bytes."""
     Restore: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.RestoreRequest, _vmxsim_pb2.RestoreResponse]
     """Creates a vCPU from a Snapshot's bytes."""
+    ListProfiles: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListProfilesRequest, _vmxsim_pb2.ListProfilesResponse]
+    """--- Discovery ---
+    Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+    """
+    ListMixes: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListMixesRequest, _vmxsim_pb2.ListMixesResponse]
+    """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
+    ListL0Models: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListL0ModelsRequest, _vmxsim_pb2.ListL0ModelsResponse]
+    """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
 
 @_typing.type_check_only
 class VcpuServiceAsyncStub(VcpuServiceStub):
@@ -119,6 +127,14 @@ class VcpuServiceAsyncStub(VcpuServiceStub):
     """Serializes a vCPU (capabilities, VMX state, current VMCS pointer, its VM's memory) to bytes."""
     Restore: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.RestoreRequest, _vmxsim_pb2.RestoreResponse]  # type: ignore[assignment]
     """Creates a vCPU from a Snapshot's bytes."""
+    ListProfiles: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListProfilesRequest, _vmxsim_pb2.ListProfilesResponse]  # type: ignore[assignment]
+    """--- Discovery ---
+    Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+    """
+    ListMixes: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListMixesRequest, _vmxsim_pb2.ListMixesResponse]  # type: ignore[assignment]
+    """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
+    ListL0Models: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListL0ModelsRequest, _vmxsim_pb2.ListL0ModelsResponse]  # type: ignore[assignment]
+    """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
 
 class VcpuServiceServicer(metaclass=_abc_1.ABCMeta):
     """Emulated VMs and vCPUs: management, raw VMX instructions, exit streams, stats and snapshots."""
@@ -233,5 +249,31 @@ class VcpuServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vmxsim_pb2.RestoreResponse, _abc.Awaitable[_vmxsim_pb2.RestoreResponse]]:
         """Creates a vCPU from a Snapshot's bytes."""
+
+    @_abc_1.abstractmethod
+    def ListProfiles(
+        self,
+        request: _vmxsim_pb2.ListProfilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ListProfilesResponse, _abc.Awaitable[_vmxsim_pb2.ListProfilesResponse]]:
+        """--- Discovery ---
+        Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMixes(
+        self,
+        request: _vmxsim_pb2.ListMixesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ListMixesResponse, _abc.Awaitable[_vmxsim_pb2.ListMixesResponse]]:
+        """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
+
+    @_abc_1.abstractmethod
+    def ListL0Models(
+        self,
+        request: _vmxsim_pb2.ListL0ModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ListL0ModelsResponse, _abc.Awaitable[_vmxsim_pb2.ListL0ModelsResponse]]:
+        """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
 
 def add_VcpuServiceServicer_to_server(servicer: VcpuServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
