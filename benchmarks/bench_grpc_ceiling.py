@@ -27,7 +27,7 @@ import grpc
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_client.client import CHANNEL_OPTIONS, DEFAULT_BATCH_SIZE, Client
-from vmxsim_client.local_servers import local_servers
+from vmxsim_client.load.local_servers import local_servers
 from vmxsim_client.wire import exit_batches
 from vmxsim_server.translate import batch_stats, exit_batch
 from vmxsim_server.vmx import Vcpu

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench_readers import generate  # benchmarks/ is the script's directory: on sys.path
 
-from vmxsim_client.local_servers import local_servers, resident_kib
+from vmxsim_client.load.local_servers import local_servers, resident_kib
 
 VMXSIM = str(Path(sys.executable).with_name("vmxsim"))
 

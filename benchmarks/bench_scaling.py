@@ -18,8 +18,8 @@ import json
 import platform
 import resource
 
-from vmxsim_client.load import LoadPlan, run_load
-from vmxsim_client.local_servers import cpu_seconds, local_servers
+from vmxsim_client.load.local_servers import cpu_seconds, local_servers
+from vmxsim_client.load.runner import LoadPlan, run_load
 
 TARGET = 1.6
 SOURCE = "mix:linux-boot:100000:0"

@@ -19,7 +19,7 @@ from grpc import aio
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
-from vmxsim_client.local_servers import local_servers, resident_kib
+from vmxsim_client.load.local_servers import local_servers, resident_kib
 
 TARGET_BYTES = 1 << 30
 CHANNELS = 16

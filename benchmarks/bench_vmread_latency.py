@@ -17,8 +17,8 @@ import time
 from hdrh.histogram import HdrHistogram
 
 from vmxsim_client.client import Client
-from vmxsim_client.load_driver import HISTOGRAM_MICROSECONDS
-from vmxsim_client.local_servers import local_servers
+from vmxsim_client.load.driver import HISTOGRAM_MICROSECONDS
+from vmxsim_client.load.local_servers import local_servers
 
 WARMUP = 200
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from vmxsim_client.client import Client
-from vmxsim_client.local_servers import free_port
+from vmxsim_client.load.local_servers import free_port
 from vmxsim_server.vmx.mixes import load_mix, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from vmxsim_server.vmx.records import ExitRecord
 
 SUMMARY_KEYS = {
     "profile", "mode", "exits", "skipped", "unknown_reasons", "instructions", "per_exit",
-    "cache", "simulated_seconds", "by_reason",
+    "cache", "simulated_seconds", "by_reason", "panics", "l0",
 }  # fmt: skip
 INSTRUCTION_KEYS = {"vmread", "vmwrite", "vmptrld", "vmclear", "vmxon", "vmxoff"}
 

@@ -10,10 +10,10 @@ import grpc
 import pytest
 
 from vmxsim.v1 import vmxsim_pb2 as pb
-from vmxsim_client.cmd_exec import parse_script
-from vmxsim_client.comparison import ratios
+from vmxsim_client.cli.cmd_exec import parse_script
 from vmxsim_client.errors import CliError
 from vmxsim_client.instructions import Instruction, InstructionResult
+from vmxsim_client.reports.comparison import ratios
 from vmxsim_client.rpc_errors import (
     DeadlineExceededError,
     FailedPreconditionError,

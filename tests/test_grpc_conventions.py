@@ -4,6 +4,10 @@ tests/test_foreign_client.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from concurrent import futures
+from typing import Any
+
 import google.rpc.error_details_pb2 as error_details_pb2
 import google.rpc.status_pb2 as status_pb2
 import grpc
@@ -13,7 +17,17 @@ from grpc_status import rpc_status
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
+from vmxsim_client.client import Client
+from vmxsim_client.connection import IDEMPOTENT_METHODS, SERVICE_CONFIG
+from vmxsim_client.rpc_errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from vmxsim_server.app import BackgroundServer
 from vmxsim_server.paging import MAX_PAGE_SIZE
+from vmxsim_server.vmx.l0 import available_l0_models
 from vmxsim_server.vmx.mixes import available_mixes
 from vmxsim_server.vmx.profiles import available_profiles
 
@@ -118,11 +132,17 @@ def test_discovery_lists_the_names_a_client_may_pass(stub: pb_grpc.VcpuServiceSt
         stub.DeleteVm(pb.DeleteVmRequest(vm_id=made.vm_id))
 
 
-def test_l0_models_are_listed_from_their_directory(stub: pb_grpc.VcpuServiceStub) -> None:
-    from vmxsim_server.discovery import l0_models
-
+def test_l0_models_are_listed(stub: pb_grpc.VcpuServiceStub) -> None:
     listed = stub.ListL0Models(pb.ListL0ModelsRequest()).l0_models
-    assert [m.name for m in listed] == [m.name for m in l0_models()]
+    assert [m.name for m in listed] == available_l0_models() and "kvm-4.17" in available_l0_models()
+    assert all(m.title for m in listed)
+    # every listed model is accepted by CreateVcpu
+    for model in listed:
+        made = stub.CreateVcpu(
+            pb.CreateVcpuRequest(profile="kvm", mode=pb.LATENCY_MODE_NESTED, l0=model.name)
+        ).vcpu
+        assert made.l0 == model.name
+        stub.DeleteVm(pb.DeleteVmRequest(vm_id=made.vm_id))
 
 
 # --- page tokens ----------------------------------------------------------------------------
@@ -192,3 +212,85 @@ def test_page_size_is_capped(stub: pb_grpc.VcpuServiceStub) -> None:
         pb.ListProfilesRequest(page_size=1, page_token=first.next_page_token)
     )
     assert [p.name for p in (*first.profiles, *second.profiles)] == available_profiles()[:2]
+
+
+# --- the client: error details and retries ---------------------------------------------------
+
+
+def test_the_client_exposes_the_error_details(service_server: BackgroundServer) -> None:
+    with Client(service_server.address, timeout=5) as client:
+        with pytest.raises(NotFoundError) as missing:
+            client.get_vcpu("vcpu-515151")
+        with pytest.raises(InvalidArgumentError) as invalid:
+            client.create_vcpu(profile="kvmm")
+    assert missing.value.reason == "VCPU_NOT_FOUND" and missing.value.domain == "vmxsim.v1"
+    assert missing.value.resource == ("vcpu", "vcpu-515151")
+    assert invalid.value.reason == "INVALID_ARGUMENT"
+    assert [field for field, _ in invalid.value.field_violations] == ["profile"]
+    with serving(max_vcpus=1) as (server, _), Client(server.address, timeout=5) as client:
+        client.create_vcpu()
+        with pytest.raises(ResourceExhaustedError) as full:
+            client.create_vcpu()
+    assert full.value.quota_violations[0][0] in ("max_vcpus", "max_vms")
+    assert full.value.metadata["limit"] == "1"
+
+
+class FlakyProxy:
+    """A real gRPC server on loopback in front of a real vmxsim server: every unary call is
+    forwarded, except that the first ``failures`` calls of each method answer UNAVAILABLE."""
+
+    def __init__(self, backend: str, failures: int) -> None:
+        self.failures = failures
+        self.calls: Counter[str] = Counter()
+        self._backend = grpc.insecure_channel(backend)
+        self._server = grpc.server(futures.ThreadPoolExecutor(4))
+        self._server.add_generic_rpc_handlers((self,))  # type: ignore[arg-type]
+        self.address = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
+        method: str = details.method
+
+        def forward(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.calls[method.rsplit("/", 1)[1]] += 1
+            if self.calls[method.rsplit("/", 1)[1]] <= self.failures:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "flaky: try again")
+            answer: bytes = self._backend.unary_unary(method)(request, timeout=5)
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+    def close(self) -> None:
+        self._server.stop(0)
+        self._backend.close()
+
+
+def test_idempotent_calls_are_retried_on_unavailable(service_server: BackgroundServer) -> None:
+    assert set(IDEMPOTENT_METHODS) == {
+        "ListVms", "ListVcpus", "GetVcpu", "GetStats", "Snapshot",
+        "ListProfiles", "ListMixes", "ListL0Models",
+    }  # fmt: skip
+    with Client(service_server.address, timeout=5) as direct:
+        vcpu = direct.create_vcpu(profile="kvm")
+    proxy = FlakyProxy(service_server.address, failures=2)
+    try:
+        with Client(proxy.address, timeout=10) as client:
+            assert client.get_vcpu(vcpu.id).vcpu_id == vcpu.id  # the third attempt answers
+            assert proxy.calls["GetVcpu"] == 3
+            # a call that changes state is not retried: it could run twice
+            with pytest.raises(UnavailableError, match="flaky"):
+                client.create_vcpu(profile="kvm")
+            assert proxy.calls["CreateVcpu"] == 1
+    finally:
+        proxy.close()
+    # more failures than attempts: the caller sees UNAVAILABLE after 4 tries
+    proxy = FlakyProxy(service_server.address, failures=10)
+    try:
+        with Client(proxy.address, timeout=10) as client, pytest.raises(UnavailableError):
+            client.get_vcpu(vcpu.id)
+        assert (
+            proxy.calls["GetVcpu"]
+            == SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]
+        )
+    finally:
+        proxy.close()

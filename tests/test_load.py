@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from vmxsim_client.cli import main
-from vmxsim_client.load import LoadPlan, run_load, split_quota
-from vmxsim_client.local_servers import LocalServer, local_servers
-from vmxsim_client.sharding import ShardedClient, split_qualified
+from vmxsim_client.load.local_servers import LocalServer, local_servers
+from vmxsim_client.load.runner import LoadPlan, run_load, split_quota
+from vmxsim_client.load.sharding import ShardedClient, split_qualified
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "deploy/load/locustfile.py"
 
@@ -103,7 +103,7 @@ def test_locustfile_runs_headless_without_failures(
 ) -> None:
     # a subprocess: locust monkey-patches the process with gevent
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "4",
-               "-r", "4", "-t", "3s", "--host", ",".join(s.address for s in two_servers), "--csv",
+               "-r", "4", "-t", "6s", "--host", ",".join(s.address for s in two_servers), "--csv",
                str(tmp_path / "out"), "--only-summary", "--loglevel", "WARNING"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 from vmxsim_client.client import Client
-from vmxsim_client.local_servers import free_port
+from vmxsim_client.load.local_servers import free_port
 from vmxsim_server import __version__
 from vmxsim_server.app import channel_options, start_background
 from vmxsim_server.batch_histogram import BatchHistogram

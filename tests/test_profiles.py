@@ -103,14 +103,34 @@ def test_unknown_mode_is_invalid() -> None:
         LatencyModel("fast")
 
 
-def test_latency_prices_a_trap_per_nested_access() -> None:
+def test_latency_prices_each_l0_exit_of_a_nested_access() -> None:
+    from vmxsim_server.vmx.fields import BY_NAME
+    from vmxsim_server.vmx.l0 import L0Exit
+
     nested = LatencyModel("nested")
-    one = nested.exit_cycles(10, 1, 0, 0, 0, 0)
-    two = nested.exit_cycles(10, 2, 0, 0, 0, 0)
-    assert two - one == nested.parameters["l1_trap_roundtrip_cycles"]
+    model = nested.l0_for(load_profile("kvm"))
+    assert model is not None and model.name == load_profile("kvm").default_l0
+    rip = BY_NAME["GUEST_RIP"]
+    one, two, shadowed = L0Exit(model, False), L0Exit(model, False), L0Exit(model, True)
+    one.vmread(rip)
+    for walk in (two, shadowed):
+        walk.vmread(rip)
+        walk.vmread(rip)
+    trap = model.base["l1_exit_roundtrip_cycles"].value + model.rule("VMREAD").price("cost_cycles")
+    assert nested.exit_cycles(10, 2, 0, 0, 0, 0, two) - nested.exit_cycles(
+        10, 1, 0, 0, 0, 0, one
+    ) == pytest.approx(trap)
     shadow = LatencyModel("nested-shadow")
-    assert shadow.exit_cycles(10, 2, 0, 0, 0, 0, shadowed=2) < shadow.exit_cycles(10, 2, 0, 0, 0, 0)
+    assert shadowed.exits == 0 and shadowed.native_reads == 2
+    assert shadow.exit_cycles(10, 2, 0, 0, 0, 0, shadowed) < nested.exit_cycles(
+        10, 2, 0, 0, 0, 0, two
+    )
     assert set(MODES) == {"native", "nested", "nested-shadow"}
+    assert LatencyModel("nested").l0_for(load_profile("kvm")) is LatencyModel(
+        "nested", l0=model.name
+    ).l0_for(load_profile("kvm"))
+    with pytest.raises(InvalidArgument, match="native"):
+        LatencyModel("native", l0="kvm-4.17")
 
 
 def test_bad_latency_file_is_named(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ import pytest
 import zstandard
 
 from vmxsim_client.cli import main
-from vmxsim_client.cli_common import Progress
 from vmxsim_client.client import Client
-from vmxsim_client.per_exit import ExitTap
+from vmxsim_client.reports.per_exit import ExitTap
+from vmxsim_client.reports.progress import Progress
 from vmxsim_client.traces import open_trace
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"

@@ -13,8 +13,8 @@ import pytest
 
 from vmxsim_client.cli import main
 from vmxsim_client.client import Client
-from vmxsim_client.report_charts import CHART_FILES
-from vmxsim_client.reports import collect
+from vmxsim_client.reports.charts import CHART_FILES
+from vmxsim_client.reports.runs import collect
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -72,7 +72,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backgroun
     where = tmp_path_factory.mktemp("tokens")
     full, read_only = where / "tokens", where / "read-only-tokens"
     full.write_text(f"# operators\n{FULL_TOKEN}\n\nanother-full-token\n")
-    read_only.write_text(f"{READ_ONLY_TOKEN}\n")
+    read_only.write_text(f"{READ_ONLY_TOKEN} admin  # monitoring reads every tenant\n")
     with _server(auth_token_file=str(full), auth_readonly_token_file=str(read_only)) as server:
         yield server
 

@@ -3,10 +3,7 @@ and damaged state files that are set aside instead of stopping the server."""
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest_service import cpuid_batch, ins, named, root_setup, rpc_error
+from server_process import ServerProcess
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
@@ -40,42 +38,12 @@ def _uninterrupted(**options: Any) -> dict[str, Any]:
         return client.replay(_exits(), batch_size=BATCH, **options)
 
 
-class _ServerProcess:
-    """``vmxsim serve --state-dir`` as a child process."""
-
-    def __init__(self, state_dir: Path, port: int = 0) -> None:
-        vmxsim = Path(sys.executable).with_name("vmxsim")
-        command = [str(vmxsim), "serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen",
-                   "off", "--state-dir", str(state_dir), "--log-format", "json"]  # fmt: skip
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.log: list[dict[str, Any]] = []
-        self._serving = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self._serving.wait(20), "the server did not start"
-        self.port = int(self.log[-1]["port"])
-
-    def _read(self) -> None:
-        for line in self.process.stderr:  # type: ignore[union-attr]
-            if line.startswith("{"):
-                self.log.append(json.loads(line))
-                if "port" in self.log[-1]:
-                    self._serving.set()
-
-    def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        self.process.wait(10)
-        self.process.stderr.close()  # type: ignore[union-attr]
-
-
 def test_a_replay_resumes_after_sigkill_with_exactly_the_uninterrupted_counts(
     tmp_path: Path,
 ) -> None:
     options = {"profile": "haxm-legacy", "mode": "nested"}
     expected = _uninterrupted(**options)
-    server = _ServerProcess(tmp_path)
+    server = ServerProcess(state_dir=tmp_path)
     kill_now, restarted = threading.Event(), threading.Event()
     progress: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}
@@ -100,7 +68,7 @@ def test_a_replay_resumes_after_sigkill_with_exactly_the_uninterrupted_counts(
         while _durable(tmp_path) < 15:
             time.sleep(0.01)
         server.stop(kill=True)
-        server = _ServerProcess(tmp_path, server.port)
+        server = ServerProcess(state_dir=tmp_path, port=server.port)
         restarted.set()
         runner.join(60)
     finally:

@@ -30,6 +30,7 @@ import grpc
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
+from .connection import retry_channel_options
 from .instructions import Instruction, InstructionResult
 from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
 from .rpc_errors import AbortedError, UnavailableError, from_rpc_error
@@ -53,6 +54,8 @@ CHANNEL_OPTIONS = (
     # reconnect soon after a server restart (gRPC's default backoff grows to 120 s)
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # retries of the idempotent unary RPCs on UNAVAILABLE (connection.SERVICE_CONFIG)
+    *retry_channel_options(),
 )
 """Options of every channel the client opens (grpc's keep-alive example style: in one place)."""
 
@@ -74,17 +77,35 @@ def _pem(value: Pem | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
+def channel_credentials(
+    tls: bool = False,
+    tls_ca: Pem | None = None,
+    tls_cert: Pem | None = None,
+    tls_key: Pem | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials when any TLS setting is given, else None (plaintext); shared by the
+    sync client and the load generator's aio channels."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("a client certificate (tls_cert) and its key (tls_key) go together")
+    if not (tls or tls_ca or tls_cert):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(tls_ca), private_key=_pem(tls_key), certificate_chain=_pem(tls_cert)
+    )
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The call metadata that carries ``token`` (None without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
 def _channel(
     target: str, tls_ca: Pem | None, tls_cert: Pem | None, tls_key: Pem | None, tls: bool
 ) -> grpc.Channel:
     """A plaintext channel, or a TLS one when any TLS setting is given."""
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("a client certificate (tls_cert) and its key (tls_key) go together")
-    if not (tls or tls_ca or tls_cert):
+    credentials = channel_credentials(tls, tls_ca, tls_cert, tls_key)
+    if credentials is None:
         return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=_pem(tls_ca), private_key=_pem(tls_key), certificate_chain=_pem(tls_cert)
-    )
     return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
@@ -131,7 +152,7 @@ class Client:
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata = bearer_metadata(token)
         self._channel = _channel(target, tls_ca, tls_cert, tls_key, tls)
         self._stub = pb_grpc.VcpuServiceStub(self._channel)
 
@@ -196,8 +217,10 @@ class Client:
         vmcs_shadowing: bool | None = None,
         cr3_target_count: int | None = None,
         feature_control: int | None = None,
+        l0: str | None = None,
     ) -> RemoteVcpu:
-        """A new vCPU outside VMX operation; capabilities left None take the server's default."""
+        """A new vCPU outside VMX operation; capabilities left None take the server's default;
+        ``l0`` names the L0 model of a nested mode (None = the profile's default)."""
         given: dict[str, Any] = {
             "revision_id": revision_id,
             "maxphyaddr": maxphyaddr,
@@ -208,7 +231,11 @@ class Client:
         }
         capabilities = pb.Capabilities(**{k: v for k, v in given.items() if v is not None})
         request = pb.CreateVcpuRequest(
-            vm_id=vm or "", profile=profile, mode=mode_to_pb(mode), capabilities=capabilities
+            vm_id=vm or "",
+            profile=profile,
+            mode=mode_to_pb(mode),
+            capabilities=capabilities,
+            l0=l0 or "",
         )
         reply = self._call(self._stub.CreateVcpu, request)
         return RemoteVcpu(self, VcpuInfo.from_pb(reply.vcpu))
@@ -284,9 +311,11 @@ class Client:
         resume: bool = False,
         resume_timeout: float = RESUME_TIMEOUT_SECONDS,
         max_unacked: int = DEFAULT_MAX_UNACKED,
+        l0: str | None = None,
     ) -> dict[str, Any]:
         """Replay exits (records, column batches or a trace reader) on a temporary vCPU of
-        ``profile``/``mode`` (or on ``vcpu``); returns the run summary.
+        ``profile``/``mode`` (and L0 model ``l0`` when nested; or on ``vcpu``); returns the run
+        summary.
 
         ``on_progress`` gets one dict per acknowledged batch: ``acked_sequence``, ``exits`` so
         far, ``batch`` (``wire.batch_dict``), ``resume_token`` and ``duplicate`` (a batch sent
@@ -305,6 +334,7 @@ class Client:
             mode=mode_to_pb(mode),
             per_exit=per_exit,
             skipped=skipped,
+            l0=l0 or "",
             unknown_reasons=dict(unknown_reasons or {}),
         )
 
@@ -333,10 +363,14 @@ class Client:
     def _replay_attempt(
         self, feed: ReplayFeed, on_progress: Callable[[dict[str, Any]], None] | None
     ) -> dict[str, Any]:
-        """One Replay stream of ``feed``: the summary, or the error that cut the stream."""
+        """One Replay stream of ``feed``: the summary, or the error that cut the stream. The
+        stream is read to its end after the summary, so the call ends with the server's OK
+        rather than a cancel (which the server's metrics would count as an error)."""
+        summary = None
         for response in self._stream(self._stub.Replay, feed.requests()):
             if response.HasField("summary"):
-                return summary_dict(response.summary)
+                summary = summary_dict(response.summary)
+                continue
             p = response.progress
             feed.acknowledged(p.acked_sequence, p.resume_token)
             if on_progress is not None:
@@ -349,7 +383,9 @@ class Client:
                         "duplicate": p.duplicate,
                     }
                 )
-        raise RuntimeError("the replay stream ended without a summary")
+        if summary is None:
+            raise RuntimeError("the replay stream ended without a summary")
+        return summary
 
     def stats(self, vcpu_id: str) -> dict[str, Any]:
         """The run summary of every exit a vCPU has handled."""

@@ -112,9 +112,24 @@ def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, dict[str, Any
             "vmread": s.vmread,
             "vmwrite": s.vmwrite,
             "simulated_seconds": s.simulated_seconds,
+            "l0_exits": s.l0_exits,
         }
         for name, s in rows
     }
+
+
+def _l0_dict(message: pb.RunSummary | pb.BatchStats) -> dict[str, Any] | None:
+    """The ``"l0"`` object (None in native mode: the message has no L0 stats)."""
+    if not message.HasField("l0"):
+        return None
+    l0 = message.l0
+    out: dict[str, Any] = {"model": l0.model, "exits": l0.exits}
+    if isinstance(message, pb.RunSummary):
+        out["per_exit"] = _distribution(l0.per_exit)
+    out["by_cause"] = dict(sorted(l0.by_cause.items(), key=lambda kv: (-kv[1], kv[0])))
+    out["vmcs02_rebuilds"] = l0.vmcs02_rebuilds
+    out["seconds"] = l0.seconds
+    return out
 
 
 def _distribution(d: pb.Distribution) -> dict[str, float]:
@@ -129,7 +144,10 @@ def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
         "exits": s.exits,
         "skipped": s.skipped,
         "unknown_reasons": dict(sorted(s.unknown_reasons.items())),
-        "instructions": {name: getattr(s.instructions, name) for name in INSTRUCTIONS},
+        "instructions": {
+            **{name: getattr(s.instructions, name) for name in INSTRUCTIONS},
+            "other": dict(sorted(s.other_instructions.items())),
+        },
         "per_exit": {
             "vmread": _distribution(s.per_exit.vmread),
             "vmwrite": _distribution(s.per_exit.vmwrite),
@@ -137,6 +155,8 @@ def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
         "cache": {"hits": s.cache.hits, "misses": s.cache.misses},
         "simulated_seconds": s.simulated_seconds,
         "by_reason": _by_reason(s.by_reason),
+        "panics": dict(sorted(s.panics.items())),
+        "l0": _l0_dict(s),
     }
 
 
@@ -150,6 +170,9 @@ def batch_dict(b: pb.BatchStats) -> dict[str, Any]:
         "cache": {"hits": b.cache_hits, "misses": b.cache_misses},
         "simulated_seconds": b.simulated_seconds,
         "by_reason": _by_reason(b.by_reason),
+        "other_instructions": dict(sorted(b.other_instructions.items())),
+        "panics": dict(sorted(b.panics.items())),
+        "l0": _l0_dict(b),
     }
     if b.vmreads_per_exit or b.vmwrites_per_exit:
         out["per_exit_vmread"] = list(b.vmreads_per_exit)
@@ -176,6 +199,9 @@ class StatsAccumulator:
     by_reason: dict[str, Counter[str]] = field(default_factory=dict)
     vmread_hist: Counter[int] = field(default_factory=Counter)
     vmwrite_hist: Counter[int] = field(default_factory=Counter)
+    other: Counter[str] = field(default_factory=Counter)
+    panics: Counter[str] = field(default_factory=Counter)
+    l0: dict[str, Any] | None = None
 
     def add(self, b: pb.BatchStats) -> None:
         """Add one batch's stats."""
@@ -188,10 +214,21 @@ class StatsAccumulator:
         self.cache["misses"] += b.cache_misses
         for name, r in b.by_reason.items():
             totals = self.by_reason.setdefault(name, Counter())
-            totals.update(exits=r.exits, vmread=r.vmread, vmwrite=r.vmwrite)
+            totals.update(exits=r.exits, vmread=r.vmread, vmwrite=r.vmwrite, l0_exits=r.l0_exits)
             totals["simulated_seconds"] += r.simulated_seconds  # type: ignore[assignment]
         self.vmread_hist.update(b.vmreads_per_exit)
         self.vmwrite_hist.update(b.vmwrites_per_exit)
+        self.other.update(b.other_instructions)
+        self.panics.update(b.panics)
+        if b.HasField("l0"):
+            l0 = self.l0 = self.l0 or {
+                "model": b.l0.model, "exits": 0, "by_cause": Counter(), "vmcs02_rebuilds": 0,
+                "seconds": 0.0,
+            }  # fmt: skip
+            l0["exits"] += b.l0.exits
+            l0["by_cause"].update(b.l0.by_cause)
+            l0["vmcs02_rebuilds"] += b.l0.vmcs02_rebuilds
+            l0["seconds"] += b.l0.seconds
 
     def _per_exit(self, name: str, hist: Counter[int]) -> dict[str, float]:
         if hist:
@@ -207,7 +244,10 @@ class StatsAccumulator:
             "exits": self.exits,
             "skipped": 0,
             "unknown_reasons": {},
-            "instructions": {name: self.instructions[name] for name in INSTRUCTIONS},
+            "instructions": {
+                **{name: self.instructions[name] for name in INSTRUCTIONS},
+                "other": dict(sorted(self.other.items())),
+            },
             "per_exit": {
                 "vmread": self._per_exit("vmread", self.vmread_hist),
                 "vmwrite": self._per_exit("vmwrite", self.vmwrite_hist),
@@ -220,10 +260,22 @@ class StatsAccumulator:
                     "vmread": t["vmread"],
                     "vmwrite": t["vmwrite"],
                     "simulated_seconds": float(t["simulated_seconds"]),
+                    "l0_exits": t["l0_exits"],
                 }
                 for name, t in reasons
             },
+            "panics": dict(sorted(self.panics.items())),
+            "l0": self._l0(),
         }
+
+    def _l0(self) -> dict[str, Any] | None:
+        """The L0 totals; per exit only the mean (batches carry no per-exit L0 counts)."""
+        if self.l0 is None:
+            return None
+        l0 = self.l0
+        by_cause = sorted(l0["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))
+        mean = l0["exits"] / self.exits if self.exits else 0.0
+        return {**l0, "per_exit": {"mean": mean}, "by_cause": dict(by_cause)}
 
 
 # --- vCPUs and VMs -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 - ``serve(config)``: the foreground server of ``vmxsim serve``. SIGTERM or SIGINT sets health to
   NOT_SERVING, stops accepting calls, gives open streams ``grace_seconds`` to finish and logs
-  every stream it had to cut, then returns (exit status 0).
+  every stream it had to cut, then returns (exit status 0), or raises ``StateNotSaved`` when
+  the final save of the state directory failed (``vmxsim serve`` then exits 1).
 - ``start_background(config)``: the same server on a daemon thread with its own event loop, for
   the CLI's embedded default (DESIGN.md "One code path") and for tests; returns once serving.
 
@@ -33,10 +34,12 @@ from grpc_health.v1.health import aio as health_aio
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from .config import ServerConfig, is_loopback
+from .limits import LIMITS
 from .metrics import ServerMetrics
 from .observe import NULL_OBSERVER, Observer
 from .reflection import enable_reflection
 from .registry import Registry
+from .request_limits import RequestSizeInterceptor
 from .security import AuthInterceptor, server_credentials
 from .service import SERVICE_NAME, VcpuService
 from .state import StateDir
@@ -45,6 +48,7 @@ from .status import ErrorInterceptor
 __all__ = [
     "KEEPALIVE_OPTIONS",
     "BackgroundServer",
+    "StateNotSaved",
     "channel_options",
     "configure_logging",
     "serve",
@@ -125,6 +129,11 @@ def configure_logging(config: ServerConfig) -> None:
 # --- assembly --------------------------------------------------------------------------------
 
 
+class StateNotSaved(OSError):
+    """The state directory could not be written at shutdown: vCPUs changed since the last
+    successful save are lost (the message says why)."""
+
+
 @dataclass
 class _Running:
     """A started server and the parts a shutdown needs."""
@@ -137,16 +146,22 @@ class _Running:
     state: StateDir | None = None
     saver: asyncio.Task[None] | None = None
 
-    async def save_state(self) -> None:
-        """Save every vCPU to the state directory (on a worker thread); log, never raise."""
+    async def save_state(self) -> str:
+        """Save the changed vCPUs to the state directory (on a worker thread) and expire old
+        replay checkpoints; log, never raise. Returns "" or why the save failed."""
         if self.state is None:
-            return
+            return ""
         try:
             saved = await asyncio.to_thread(self.state.save_vcpus, self.service.registry)
-        except Exception:
+            await asyncio.to_thread(self.state.expire_replays)
+        except OSError as exc:
+            log.error("saving the vCPUs to %s failed: %s", self.state.path, exc)
+            return str(exc)
+        except Exception as exc:
             log.exception("saving the vCPUs to %s failed", self.state.path)
-        else:
-            log.debug("saved %d vCPUs to %s", saved, self.state.path, extra={"vcpus": saved})
+            return str(exc)
+        log.debug("saved %d vCPUs to %s", saved, self.state.path, extra={"vcpus": saved})
+        return ""
 
     async def save_periodically(self, interval: float) -> None:
         """``save_state`` every ``interval`` seconds until cancelled."""
@@ -154,8 +169,9 @@ class _Running:
             await asyncio.sleep(interval)
             await self.save_state()
 
-    async def shutdown(self, grace: float) -> None:
-        """NOT_SERVING, stop accepting, let streams finish within ``grace``, log what was cut."""
+    async def shutdown(self, grace: float) -> str:
+        """NOT_SERVING, stop accepting, let streams finish within ``grace``, log what was cut.
+        Returns "" or why the final save of the state directory failed."""
         streams = self.service.streams
         await self.health.enter_graceful_shutdown()
         log.info(
@@ -172,17 +188,18 @@ class _Running:
         await stopping
         if self.saver is not None:
             self.saver.cancel()
-        await self.save_state()
+        failed = await self.save_state()
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped; %d streams cut", len(cut), extra={"streams": len(cut)})
+        return failed
 
 
 def _open_state(config: ServerConfig, registry: Registry) -> StateDir | None:
     """The state directory with its vCPUs restored into ``registry`` (None without one)."""
     if config.state_dir is None:
         return None
-    state = StateDir(Path(config.state_dir))
+    state = StateDir(Path(config.state_dir), config.replay_retention_seconds)
     restored = state.restore_vcpus(registry)
     expired = state.expire_replays()
     log.info(
@@ -198,15 +215,19 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
     metrics = ServerMetrics(config.metrics_listen, observer) if config.metrics_listen else None
     if metrics is not None:
         observer = metrics.observer
-    registry = Registry(config.max_vcpus, config.max_streams, observer)
+    limits = {limit.name: getattr(config, limit.name) for limit in LIMITS}
+    registry = Registry(observer=observer, **limits)
     state = await asyncio.to_thread(_open_state, config, registry)
-    service = VcpuService(registry, config, state)
+    service = VcpuService(registry, config, state, auth)
     if metrics is not None:
         limits = {"max_vcpus": config.max_vcpus, "max_streams": config.max_streams,
                   "max_batch_exits": config.max_batch_exits}  # fmt: skip
         metrics.watch_limits(lambda: len(service.streams.active), limits)
     # metrics first, so it sees the status codes the others set; then who may call at all
-    interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
+    interceptors: list[aio.ServerInterceptor] = [
+        ErrorInterceptor(f"/{SERVICE_NAME}/"),
+        RequestSizeInterceptor(config.max_instructions),  # inside: its errors get mapped
+    ]
     if auth is not None:
         interceptors.insert(0, auth)
     if metrics is not None:
@@ -258,7 +279,9 @@ async def serve(config: ServerConfig, observer: Observer = NULL_OBSERVER) -> Non
         loop.add_signal_handler(number, stop.set)
     try:
         await stop.wait()
-        await running.shutdown(config.grace_seconds)
+        failed = await running.shutdown(config.grace_seconds)
+        if failed:
+            raise StateNotSaved(f"the final save to {config.state_dir} failed: {failed}")
     finally:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .limits import LIMITS, Limit
+
 __all__ = [
     "OPTIONS",
     "ConfigError",
@@ -116,6 +118,13 @@ class Option:
         return ENV_PREFIX + self.flag_name.lstrip("-").replace("-", "_").upper()
 
 
+def _limit_option(limit: Limit) -> Option:
+    """A limit's option: an integer count or a number of seconds."""
+    if isinstance(limit.default, int):
+        return Option(limit.name, _count, "N", f"most {limit.bounds}")
+    return Option(limit.name, _seconds, "SECONDS", f"most {limit.bounds}")
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("listen", _address, "HOST:PORT", "gRPC listen address (port 0: any free port)"),
     Option(
@@ -124,10 +133,8 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT",
         "Prometheus /metrics address; 'off' disables it",
     ),
-    Option("max_vcpus", _count, "N", "most vCPUs (and VMs) the server holds at once"),
-    Option("max_streams", _count, "N", "most Drive/Replay streams open at once"),
-    Option("max_message_bytes", _count, "N", "largest gRPC message received or sent"),
-    Option("max_batch_exits", _count, "N", "most exits in one ExitBatch"),
+    # the limits, from their one table (limits.py)
+    *(_limit_option(limit) for limit in LIMITS),
     Option(
         "grace_seconds",
         _seconds,
@@ -141,6 +148,13 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "with --state-dir, how often every vCPU is saved (also at shutdown); 0 = at shutdown only",
         flag="--snapshot-interval",
+    ),
+    Option(
+        "replay_retention_seconds",
+        _seconds,
+        "SECONDS",
+        "with --state-dir, how long an unfinished replay's checkpoint waits for its resume",
+        flag="--replay-retention",
     ),
     Option(
         "state_dir",
@@ -180,12 +194,21 @@ class ServerConfig:
 
     listen: str = "127.0.0.1:50051"
     metrics_listen: str | None = "127.0.0.1:9464"
+    # limits: defaults from limits.LIMITS (checked below)
     max_vcpus: int = 10_000
+    max_vcpus_per_client: int = 5_000
     max_streams: int = 64
+    max_streams_per_client: int = 32
+    stream_idle_seconds: float = 120.0
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch_exits: int = 100_000
+    max_instructions: int = 10_000
+    max_snapshot_bytes: int = 8 * 1024 * 1024
+    max_vmcs_regions: int = 1_024
+    max_memory_words: int = 16_384
     grace_seconds: float = 5.0
     snapshot_interval_seconds: float = 30.0
+    replay_retention_seconds: float = 3600.0
     state_dir: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -230,6 +253,9 @@ def _check_together(config: ServerConfig) -> None:
 
 
 assert {f.name for f in fields(ServerConfig)} == set(BY_NAME), "OPTIONS and ServerConfig differ"
+assert all(getattr(ServerConfig, limit.name) == limit.default for limit in LIMITS), (
+    "a ServerConfig default differs from limits.LIMITS"
+)
 
 
 def _parsed(option: Option, text: str, source: str) -> Any:

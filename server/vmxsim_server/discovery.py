@@ -3,7 +3,7 @@ client may pass, paged like every List RPC (paging.py).
 
     ListProfiles   the bundled hypervisor profiles (a remote caller cannot load profile files)
     ListMixes      the shipped exit-reason mixes, weights by exit-reason name
-    ListL0Models   the L0 models under vmx/l0/*.toml; none while that directory is absent
+    ListL0Models   the shipped L0 models (vmx/l0/*.toml, vmx/l0.py)
 
 ``DiscoveryMethods`` is a mixin of the servicer (service.py), so the methods belong to the one
 service that health, reflection, tokens and metrics already cover.
@@ -11,9 +11,6 @@ service that health, reflection, tokens and metrics already cover.
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from grpc import aio
@@ -22,41 +19,19 @@ from vmxsim.v1 import vmxsim_pb2 as pb
 
 from .paging import paginate
 from .vmx.exit_reasons import lookup_reason
+from .vmx.l0 import available_l0_models, load_l0
 from .vmx.mixes import available_mixes, load_mix
 from .vmx.profiles import available_profiles, load_profile
 
-__all__ = ["DiscoveryMethods", "L0ModelEntry", "l0_models", "mix_infos", "profile_infos"]
+__all__ = ["DiscoveryMethods", "l0_infos", "mix_infos", "profile_infos"]
 
 Context = aio.ServicerContext[Any, Any]
 
 
-@dataclass(frozen=True)
-class L0ModelEntry:
-    """What ListL0Models tells of one L0 model file."""
-
-    name: str
-    title: str
-    description: str
-
-
-def l0_models() -> list[L0ModelEntry]:
-    """The L0 models shipped in ``vmxsim_server/vmx/l0/*.toml`` (their name, title and
-    description keys), by name; empty where the directory does not exist."""
-    folder = resources.files("vmxsim_server.vmx").joinpath("l0")
-    if not folder.is_dir():
-        return []
-    models = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text())
-            models.append(
-                L0ModelEntry(
-                    str(data.get("name", entry.name.removesuffix(".toml"))),
-                    str(data.get("title", "")),
-                    str(data.get("description", "")),
-                )
-            )
-    return sorted(models, key=lambda model: model.name)
+def l0_infos() -> list[pb.L0ModelInfo]:
+    """Every shipped L0 model (vmx/l0/*.toml, vmx/l0.py) as the wire describes it."""
+    models = (load_l0(name) for name in available_l0_models())
+    return [pb.L0ModelInfo(name=m.name, title=m.title, description=m.description) for m in models]
 
 
 def profile_infos() -> list[pb.ProfileInfo]:
@@ -111,9 +86,7 @@ class DiscoveryMethods:
     async def ListL0Models(
         self, request: pb.ListL0ModelsRequest, context: Context
     ) -> pb.ListL0ModelsResponse:
-        models = [pb.L0ModelInfo(name=m.name, title=m.title, description=m.description)
-                  for m in l0_models()]  # fmt: skip
-        page = paginate(models, _by_name, request.page_size, request.page_token, "ListL0Models")
+        page = paginate(l0_infos(), _by_name, request.page_size, request.page_token, "ListL0Models")
         return pb.ListL0ModelsResponse(l0_models=page.items, next_page_token=page.next_page_token)
 
 

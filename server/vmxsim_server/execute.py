@@ -3,32 +3,41 @@
 One row per ``Instruction.op`` oneof member; the op's name in results is that member's name in
 upper case (``vmread`` -> ``VMREAD``, ``mem32`` -> ``MEM32``), as the client spells them.
 Requests are checked whole before anything runs (an unknown field name is INVALID_ARGUMENT and
-nothing executes). Architectural outcomes are results, never errors; pseudo-ops answer
+nothing executes), and so are the limits (limits.py): the number of instructions, and the VMCS
+regions, memory words and MSRs the request could add to its VM and vCPU. The work of a request
+is bounded by its deadline too: past it, the rest is not run (DEADLINE_EXCEEDED).
+Architectural outcomes are results, never errors; pseudo-ops answer
 VMsucceed or a fault with a message, and so does ``exit`` without a running guest (a harness's
 sequencing mistake, reported so that a script can carry on).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 
+from .limits import limit_error
 from .observe import Observer
-from .registry import VcpuEntry
+from .registry import Registry, VcpuEntry
 from .vmx.exceptions import InvalidArgument, StateError, UnknownField
 from .vmx.fields import BY_NAME
 from .vmx.instruction_errors import error_message
 from .vmx.records import ExitRecord
 from .vmx.vcpu import SUCCEED, Outcome, Result
 
-__all__ = ["execute"]
+__all__ = ["check_size", "execute"]
 
 _RESULTS = {result: pb.OutcomeResult.Value(f"OUTCOME_RESULT_{result.name}") for result in Result}
 _FAILURES = frozenset(
     (Result.VMFAIL_INVALID, Result.VMFAIL_VALID, Result.FAULT, Result.ENTRY_FAILED)
 )
+_REGION_OPS = ("vmclear", "vmptrld")
+"""Ops that may make a VMCS region at their address; ``mem32``/``revid`` write a word."""
+_DEADLINE_EVERY = 256
+"""Instructions between two looks at the clock (a look costs more than most instructions)."""
 _RECORD = ("reason", "rip", "qualification", "info2", "intr_info", "error_code",
            "guest_physical_address", "instruction_len")  # fmt: skip
 
@@ -111,6 +120,30 @@ def _checked(instructions: Sequence[pb.Instruction]) -> list[tuple[pb.Instructio
     return checked
 
 
+def check_size(instructions: Sequence[pb.Instruction], max_instructions: int) -> None:
+    """``InvalidArgument`` naming the limit for a request with too many instructions."""
+    count = len(instructions)
+    if count > max_instructions:
+        raise InvalidArgument(
+            limit_error("max_instructions", max_instructions, f"this Execute has {count}")
+        )
+
+
+def _check_memory(
+    registry: Registry, entry: VcpuEntry, checked: list[tuple[pb.Instruction, str]]
+) -> None:
+    """What the request could add to the VM's memory and the vCPU's MSRs, against the limits."""
+    regions, words, msrs = set(), set(), set()
+    for instruction, op in checked:
+        if op in _REGION_OPS:
+            regions.add(getattr(instruction, op).address)
+        elif op in ("mem32", "revid"):
+            words.add(getattr(instruction, op).address)
+        elif op == "wrmsr":
+            msrs.add(instruction.wrmsr.index)
+    registry.check_memory(entry, regions, words, msrs)
+
+
 def _result(line: int, op: str, outcome: Outcome) -> pb.InstructionResult:
     result = pb.InstructionResult(line=line, op=op, result=_RESULTS[outcome.result])
     if outcome.error is not None:
@@ -131,11 +164,20 @@ def execute(
     entry: VcpuEntry,
     instructions: Sequence[pb.Instruction],
     stop_on_failure: bool,
-    observer: Observer,
+    registry: Registry,
+    deadline: float | None = None,
 ) -> list[pb.InstructionResult]:
-    """Run the instructions in order on one vCPU (the caller holds its locks)."""
+    """Run the instructions in order on one vCPU (the caller holds its locks); stop with
+    ``TimeoutError`` once ``time.monotonic()`` passes ``deadline``."""
+    observer: Observer = registry.observer
+    checked = _checked(instructions)
+    _check_memory(registry, entry, checked)
     results = []
-    for instruction, op in _checked(instructions):
+    for index, (instruction, op) in enumerate(checked):
+        if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"deadline exceeded after {index} of {len(checked)} instructions (those ran)"
+            )
         outcome = _OPS[op](entry, getattr(instruction, op))
         name = op.upper()
         observer.on_instruction(name, outcome)

@@ -117,6 +117,49 @@ class _ModeChildren:
         return children
 
 
+class _L0Metrics:
+    """What the L0 model saw (nested modes) and exits whose handler panics. Labels stay bounded:
+    ``l0`` is a bundled model name, ``cause`` an ``l1_instructions.OPS`` cause."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        by_l0 = ("profile", "mode", "l0")
+        self.exits = Counter(
+            "vmxsim_l0_exits",
+            "L1 instructions the L0 model intercepted (nested modes), by cause",
+            (*by_l0, "cause"),
+            registry=registry,
+        )
+        self.rebuilds = Counter(
+            "vmxsim_vmcs02_rebuilds",
+            "L2 entries on which L0 rebuilt vmcs02 in full (dirty vmcs12 or a new vmcs02)",
+            by_l0,
+            registry=registry,
+        )
+        self.panics = Counter(
+            "vmxsim_vm_panics",
+            "Exits whose handler stops the VM in the modelled hypervisor (not counted as exits)",
+            ("profile", "mode", "exit_reason"),
+            registry=registry,
+        )
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def on_batch(self, profile: str, mode: str, stats: BatchStats) -> None:
+        if stats.l0_model is not None:
+            l0 = stats.l0_model
+            for cause, n in stats.l0_by_cause.items():
+                self._child(self.exits, profile, mode, l0, cause).inc(n)
+            self._child(self.rebuilds, profile, mode, l0).inc(stats.vmcs02_rebuilds)
+        for number, n in stats.panics.items():
+            self._child(self.panics, profile, mode, reason_label(number)).inc(n)
+
+
 class MetricsObserver:
     """An ``Observer`` that turns the service's events into Prometheus metrics; thread-safe."""
 
@@ -188,6 +231,7 @@ class MetricsObserver:
             registry=registry,
         )  # fmt: skip
         build.labels(__version__).set(1)
+        self.l0 = _L0Metrics(registry)
         self._lock = threading.Lock()
         self._modes: dict[tuple[str, str], _ModeChildren] = {}
         self._executed: dict[tuple[str, str], Callable[[], None]] = {}
@@ -222,6 +266,8 @@ class MetricsObserver:
         children.vmreads_per_exit.add(stats.vmread_hist)
         children.vmwrites_per_exit.add(stats.vmwrite_hist)
         children.exit_latency.add(stats.latency_hist)
+        if stats.l0_model is not None or stats.panics:
+            self.l0.on_batch(profile, mode, stats)
 
     def on_instruction(self, op: str, outcome: Outcome) -> None:
         """Count one executed instruction by op and result (both bounded enums)."""

@@ -1,32 +1,49 @@
 """The VMs and vCPUs a server holds, their limits, and who may drive a vCPU.
 
 - Ids are ``vm-N`` and ``vcpu-N``, never reused within a server's life (nor across restarts
-  with a state directory: restored ids move the counters past them).
+  with a state directory, which keeps the counters: ``id_counters``). Each vCPU also has a
+  random ``uid``, so a replay's checkpoint can tell its own vCPU from another of the same id.
 - Each vCPU owns a core ``Vcpu``, an ``Engine`` (profile + latency mode) and a lock: every core
   call on a vCPU runs under its lock, so calls on one vCPU are serialised and calls on different
   vCPUs run concurrently (the service runs them on worker threads). Memory-touching
   instructions also take their VM's lock, because a VM's memory is shared by its vCPUs.
 - At most one stream (Drive or Replay) drives a vCPU at a time (``claim``); a second one gets
-  ``StateError``. ``stream_slot`` bounds the streams open at once.
-- Limits raise ``LimitExceeded``; unknown ids ``NotFound``; every change of the VM or vCPU count
-  is reported to the observer.
+  ``StateError``, and so does any other call that would change a claimed vCPU (Execute) or its
+  VM's memory (Restore into it). ``stream_slot`` bounds the streams open at once, in total and
+  per client.
+- Tenancy (tenancy.py): every VM and vCPU records the identity that made it; a ``Caller`` that
+  may not see an object gets ``NotFound``, as for an id that does not exist.
+- Limits (limits.py) raise ``LimitExceeded`` naming the limit; unknown ids ``NotFound``; every
+  change of the VM or vCPU count is reported to the observer.
 
 No gRPC here: the service translates these objects and exceptions to the wire.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .limits import BY_NAME as LIMITS
+from .limits import limit_error
 from .observe import NULL_OBSERVER, Observer
+from .tenancy import ANYONE, Caller
 from .vmx import snapshot as snapshots
 from .vmx.capabilities import Capabilities
 from .vmx.engine import BatchStats, Engine
-from .vmx.exceptions import InvalidArgument, LimitExceeded, NotFound, StateError
+from .vmx.exceptions import (
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    SnapshotTooLarge,
+    StateError,
+)
+from .vmx.l0 import available_l0_models
 from .vmx.latency import LatencyModel
 from .vmx.memory import PhysicalMemory
 from .vmx.profiles import Profile, available_profiles, load_profile
@@ -54,6 +71,8 @@ class VmEntry:
     vcpu_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     implicit: bool = False
+    owner: str = ""
+    """The identity that made it (tenancy.py)."""
 
 
 @dataclass(eq=False)
@@ -71,6 +90,12 @@ class VcpuEntry:
     streaming: bool = False
     temporary: bool = False
     """A replay's own vCPU, deleted with its VM when the replay ends (never saved)."""
+    owner: str = ""
+    """The identity that made it (tenancy.py)."""
+    uid: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Random, kept across restarts: tells this vCPU from any other that had its id."""
+    changes: int = 0
+    """Counts calls that may have changed it, so a periodic save skips unchanged vCPUs."""
 
     @property
     def exits(self) -> int:
@@ -93,8 +118,18 @@ class Registry:
     """Every VM and vCPU of one server. Thread-safe."""
 
     def __init__(
-        self, max_vcpus: int = 10_000, max_streams: int = 64, observer: Observer = NULL_OBSERVER
+        self,
+        max_vcpus: int = 10_000,
+        max_streams: int = 64,
+        observer: Observer = NULL_OBSERVER,
+        **limits: int | float,
     ) -> None:
+        """``limits``: any other limit of limits.LIMITS by name (default: its default)."""
+        unknown = set(limits) - set(LIMITS)
+        if unknown:
+            raise TypeError(f"unknown limits {sorted(unknown)}")
+        self.limits = {name: limits.get(name, limit.default) for name, limit in LIMITS.items()}
+        self.limits.update(max_vcpus=max_vcpus, max_streams=max_streams)
         self.max_vcpus = max_vcpus
         self.max_streams = max_streams
         self.observer = observer
@@ -104,72 +139,112 @@ class Registry:
         self._next_vm = 1
         self._next_vcpu = 1
         self._streams = 0
+        self._streams_of: Counter[str] = Counter()
+        self._vms_of: Counter[str] = Counter()
+        self._vcpus_of: Counter[str] = Counter()
         self._latency: dict[str, LatencyModel] = {}
+
+    def _limit(self, name: str, value: int, what: str) -> None:
+        """``LimitExceeded`` when ``value`` is above the limit ``name``."""
+        limit = self.limits[name]
+        if value > limit:
+            raise LimitExceeded(limit_error(name, limit, what), quota=name, limit=limit)
+
+    # --- identity ------------------------------------------------------------------------------
+
+    @property
+    def id_counters(self) -> tuple[int, int]:
+        """The numbers the next VM and vCPU ids get (a state directory keeps them)."""
+        with self._lock:
+            return self._next_vm, self._next_vcpu
+
+    def advance_ids(self, next_vm: int, next_vcpu: int) -> None:
+        """Never give out ids below these again (a state directory's saved counters)."""
+        with self._lock:
+            self._next_vm = max(self._next_vm, next_vm)
+            self._next_vcpu = max(self._next_vcpu, next_vcpu)
 
     # --- VMs -----------------------------------------------------------------------------------
 
-    def create_vm(self, maxphyaddr: int = 0) -> VmEntry:
+    def create_vm(self, maxphyaddr: int = 0, caller: Caller = ANYONE) -> VmEntry:
         """A new empty VM (``maxphyaddr`` 0 = the default capabilities' 46)."""
         maxphyaddr = maxphyaddr or Capabilities().maxphyaddr
         if not 32 <= maxphyaddr <= 52:
             raise InvalidArgument(f"MAXPHYADDR {maxphyaddr} is outside 32..52", field="maxphyaddr")
         with self._lock:
-            vm = self._add_vm(maxphyaddr)
+            vm = self._add_vm(maxphyaddr, owner=caller.identity)
         self._counts_changed()
         return vm
 
-    def _add_vm(self, maxphyaddr: int, vm_id: str = "") -> VmEntry:
+    def _add_vm(self, maxphyaddr: int, vm_id: str = "", owner: str = "") -> VmEntry:
         if len(self._vms) >= self.max_vcpus:
             raise LimitExceeded(
                 f"this server holds at most {self.max_vcpus} VMs", quota="max_vms",
                 limit=self.max_vcpus,
             )  # fmt: skip
+        if owner:
+            held = self._vms_of[owner] + 1
+            self._limit("max_vcpus_per_client", held, f"this client would hold {held} VMs")
         if vm_id:
             self._next_vm = max(self._next_vm, _number(vm_id, "vm") + 1)
         else:
             vm_id, self._next_vm = f"vm-{self._next_vm}", self._next_vm + 1
-        vm = VmEntry(vm_id, maxphyaddr, PhysicalMemory(maxphyaddr))
+        vm = VmEntry(vm_id, maxphyaddr, PhysicalMemory(maxphyaddr), owner=owner)
         self._vms[vm.vm_id] = vm
+        self._vms_of[owner] += 1
         return vm
 
-    def list_vms(self) -> list[VmEntry]:
-        """Every VM, in creation order."""
-        with self._lock:
-            return list(self._vms.values())
+    def _drop_vm(self, vm: VmEntry) -> None:
+        if self._vms.pop(vm.vm_id, None) is not None:
+            self._vms_of[vm.owner] -= 1
 
-    def get_vm(self, vm_id: str) -> VmEntry:
-        """The VM ``vm_id``; ``NotFound`` when there is none."""
-        with self._lock:
-            return self._vm(vm_id)
+    def _drop_vcpu(self, entry: VcpuEntry) -> None:
+        del self._vcpus[entry.vcpu_id]
+        self._vcpus_of[entry.owner] -= 1
 
-    def _vm(self, vm_id: str) -> VmEntry:
+    def list_vms(self, caller: Caller = ANYONE) -> list[VmEntry]:
+        """Every VM the caller may see, in creation order."""
+        with self._lock:
+            return [vm for vm in self._vms.values() if caller.may_see(vm.owner)]
+
+    def get_vm(self, vm_id: str, caller: Caller = ANYONE) -> VmEntry:
+        """The VM ``vm_id``; ``NotFound`` when there is none (or the caller may not see it)."""
+        with self._lock:
+            return self._vm(vm_id, caller)
+
+    def _vm(self, vm_id: str, caller: Caller = ANYONE) -> VmEntry:
         vm = self._vms.get(vm_id)
-        if vm is None:
+        if vm is None or not caller.may_see(vm.owner):
             raise NotFound(
                 f"no VM {vm_id!r} on this server", resource_type="vm", resource_name=vm_id
             )
         return vm
 
-    def delete_vm(self, vm_id: str) -> list[str]:
+    def delete_vm(self, vm_id: str, caller: Caller = ANYONE) -> list[str]:
         """Delete a VM and its vCPUs; returns the deleted vCPU ids."""
         with self._lock:
-            vm = self._vm(vm_id)
+            vm = self._vm(vm_id, caller)
             busy = [i for i in vm.vcpu_ids if self._vcpus[i].streaming]
             if busy:
                 raise StateError(f"{vm_id} has vCPUs driven by a stream: {', '.join(busy)}")
             for vcpu_id in vm.vcpu_ids:
-                del self._vcpus[vcpu_id]
-            del self._vms[vm_id]
+                self._drop_vcpu(self._vcpus[vcpu_id])
+            self._drop_vm(vm)
         self._counts_changed()
         return list(vm.vcpu_ids)
 
     # --- vCPUs ---------------------------------------------------------------------------------
 
-    def latency_model(self, mode: str) -> LatencyModel:
-        """The shared (stateless) latency model of a mode; ``InvalidArgument`` when unknown."""
-        model = self._latency.get(mode)
+    def latency_model(self, mode: str, l0: str = "") -> LatencyModel:
+        """The shared (stateless) latency model of a mode and L0 model (empty = each profile's
+        default); ``InvalidArgument`` when unknown (a remote caller names bundled models only)."""
+        key = f"{mode}/{l0}"
+        model = self._latency.get(key)
         if model is None:
-            model = self._latency.setdefault(mode, LatencyModel(mode))
+            if l0 and l0 not in available_l0_models():
+                known = ", ".join(available_l0_models())
+                raise InvalidArgument(f"unknown L0 model {l0!r} (known: {known})")
+            model = self._latency.setdefault(key, LatencyModel(mode, l0=l0 or None))
         return model
 
     def create_vcpu(
@@ -178,6 +253,8 @@ class Registry:
         profile: str = "",
         mode: str = "native",
         capabilities: dict[str, Any] | None = None,
+        l0: str = "",
+        caller: Caller = ANYONE,
     ) -> VcpuEntry:
         """A new vCPU outside VMX operation.
 
@@ -185,10 +262,10 @@ class Registry:
         to the VM's and must equal it.
         """
         loaded = _profile(profile)
-        latency = self.latency_model(mode)
+        latency = self.latency_model(mode, l0)
         changes = dict(capabilities or {})
         with self._lock:
-            vm = self._vm(vm_id) if vm_id else None
+            vm = self._vm(vm_id, caller) if vm_id else None
             if vm is not None:
                 changes.setdefault("maxphyaddr", vm.maxphyaddr)
             caps = _capabilities(changes)
@@ -196,7 +273,9 @@ class Registry:
                 raise InvalidArgument(
                     f"MAXPHYADDR {caps.maxphyaddr} differs from {vm.vm_id}'s {vm.maxphyaddr}"
                 )
-            entry = self._add_vcpu(vm, caps, loaded, mode, latency, lambda m: Vcpu(m, caps))
+            entry = self._add_vcpu(
+                vm, caps, loaded, mode, latency, lambda m: Vcpu(m, caps), owner=caller.identity
+            )
         self._counts_changed()
         return entry
 
@@ -209,6 +288,7 @@ class Registry:
         latency: LatencyModel,
         build: Callable[[PhysicalMemory], Vcpu],
         vcpu_id: str = "",
+        owner: str = "",
     ) -> VcpuEntry:
         """Register a vCPU (caller holds ``_lock``); a new VM when ``vm`` is None."""
         if len(self._vcpus) >= self.max_vcpus:
@@ -216,10 +296,13 @@ class Registry:
                 f"this server holds at most {self.max_vcpus} vCPUs", quota="max_vcpus",
                 limit=self.max_vcpus,
             )  # fmt: skip
+        if owner:
+            held = self._vcpus_of[owner] + 1
+            self._limit("max_vcpus_per_client", held, f"this client would hold {held} vCPUs")
         if vcpu_id in self._vcpus:
             raise StateError(f"{vcpu_id} exists already")
         if vm is None:
-            vm = self._add_vm(caps.maxphyaddr)
+            vm = self._add_vm(caps.maxphyaddr, owner=owner)
             vm.implicit = True
         with vm.lock:
             vcpu = build(vm.memory)
@@ -234,45 +317,50 @@ class Registry:
             mode,
             vcpu,
             Engine(vcpu, profile, latency),
+            owner=owner,
         )
         self._vcpus[entry.vcpu_id] = entry
+        self._vcpus_of[owner] += 1
         vm.vcpu_ids.append(entry.vcpu_id)
         return entry
 
-    def list_vcpus(self, vm_id: str = "") -> list[VcpuEntry]:
-        """Every vCPU, or those of one VM, in creation order."""
+    def list_vcpus(self, vm_id: str = "", caller: Caller = ANYONE) -> list[VcpuEntry]:
+        """Every vCPU the caller may see, or those of one VM, in creation order."""
         with self._lock:
             if vm_id:
-                return [self._vcpus[i] for i in self._vm(vm_id).vcpu_ids]
-            return list(self._vcpus.values())
+                entries = [self._vcpus[i] for i in self._vm(vm_id, caller).vcpu_ids]
+            else:
+                entries = list(self._vcpus.values())
+            return [entry for entry in entries if caller.may_see(entry.owner)]
 
-    def get(self, vcpu_id: str) -> VcpuEntry:
-        """The vCPU ``vcpu_id``; ``NotFound`` when there is none."""
+    def get(self, vcpu_id: str, caller: Caller = ANYONE) -> VcpuEntry:
+        """The vCPU ``vcpu_id``; ``NotFound`` when there is none (or the caller may not see
+        it)."""
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
-        if entry is None:
+        if entry is None or not caller.may_see(entry.owner):
             raise NotFound(
                 f"no vCPU {vcpu_id!r} on this server", resource_type="vcpu",
                 resource_name=vcpu_id,
             )  # fmt: skip
         return entry
 
-    def delete_vcpu(self, vcpu_id: str, force: bool = False) -> None:
+    def delete_vcpu(self, vcpu_id: str, force: bool = False, caller: Caller = ANYONE) -> None:
         """Delete a vCPU; ``StateError`` while a stream drives it. Its VM and memory stay, but
         an implicit VM (made for a vCPU created without a VM id) goes with its last vCPU."""
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
-            if entry is None:
+            if entry is None or not caller.may_see(entry.owner):
                 raise NotFound(
                     f"no vCPU {vcpu_id!r} on this server", resource_type="vcpu",
                     resource_name=vcpu_id,
                 )  # fmt: skip
             if entry.streaming and not force:
                 raise StateError(f"{vcpu_id} is driven by a stream; end the stream first")
-            del self._vcpus[vcpu_id]
+            self._drop_vcpu(entry)
             entry.vm.vcpu_ids.remove(vcpu_id)
             if entry.vm.implicit and not entry.vm.vcpu_ids:
-                self._vms.pop(entry.vm.vm_id, None)
+                self._drop_vm(entry.vm)
         self._counts_changed()
 
     def _counts_changed(self) -> None:
@@ -283,27 +371,35 @@ class Registry:
     # --- streams -------------------------------------------------------------------------------
 
     @contextmanager
-    def stream_slot(self) -> Iterator[None]:
-        """Hold one of ``max_streams`` stream slots; ``LimitExceeded`` when none is free."""
+    def stream_slot(self, identity: str = "") -> Iterator[None]:
+        """Hold one of ``max_streams`` stream slots, and one of the client's
+        ``max_streams_per_client``; ``LimitExceeded`` when none is free."""
         with self._lock:
             if self._streams >= self.max_streams:
                 raise LimitExceeded(
                     f"this server serves at most {self.max_streams} streams at once",
                     quota="max_streams", limit=self.max_streams,
                 )  # fmt: skip
+            held = self._streams_of[identity] + 1
+            if identity:
+                self._limit(
+                    "max_streams_per_client", held, f"this client would have {held} streams open"
+                )
             self._streams += 1
+            self._streams_of[identity] = held
         try:
             yield
         finally:
             with self._lock:
                 self._streams -= 1
+                self._streams_of[identity] -= 1
 
     @contextmanager
-    def claim(self, vcpu_id: str) -> Iterator[VcpuEntry]:
+    def claim(self, vcpu_id: str, caller: Caller = ANYONE) -> Iterator[VcpuEntry]:
         """Make the calling stream the only one driving ``vcpu_id`` until the block ends."""
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
-            if entry is None:
+            if entry is None or not caller.may_see(entry.owner):
                 raise NotFound(
                     f"no vCPU {vcpu_id!r} on this server", resource_type="vcpu",
                     resource_name=vcpu_id,
@@ -322,6 +418,7 @@ class Registry:
     def run_batch(self, entry: VcpuEntry, batch: ExitBatch, per_exit: bool) -> BatchStats:
         """Run a batch of exits on a vCPU (under its lock) and tell the observer."""
         with entry.lock:
+            entry.changes += 1
             stats = entry.engine.run_batch(batch, per_exit)
         self.observer.on_batch(entry.profile, entry.mode, stats)
         return stats
@@ -331,6 +428,40 @@ class Registry:
         with entry.lock, entry.vm.lock:
             return call(entry)
 
+    def change_vcpu(self, entry: VcpuEntry, call: Callable[[VcpuEntry], T]) -> T:
+        """``with_vcpu`` for a call that may change the vCPU: ``StateError`` while a stream
+        drives it (the stream's claim covers every change)."""
+        with entry.lock, entry.vm.lock:
+            if entry.streaming:
+                raise StateError(
+                    f"{entry.vcpu_id} is driven by a stream; only that stream may change it"
+                )
+            entry.changes += 1
+            return call(entry)
+
+    def check_memory(
+        self,
+        entry: VcpuEntry,
+        regions: Iterable[int] = (),
+        words: Iterable[int] = (),
+        msrs: Iterable[int] = (),
+    ) -> None:
+        """``LimitExceeded`` when adding VMCS regions, memory words (by address) and MSRs (by
+        index) would take the vCPU's VM or the vCPU past its limits (caller holds the locks)."""
+        memory = entry.vm.memory
+        new = set(regions)
+        if new:
+            total = len(memory.regions().keys() | new)
+            self._limit("max_vmcs_regions", total, f"{entry.vm.vm_id} would hold {total}")
+        new = set(words)
+        if new:
+            total = len(memory.words().keys() | new)
+            self._limit("max_memory_words", total, f"{entry.vm.vm_id} would hold {total}")
+        new = set(msrs)
+        if new:
+            total = len(entry.vcpu.msrs.keys() | new)
+            self._limit("max_memory_words", total, f"{entry.vcpu_id} would hold {total} MSRs")
+
     def snapshot(self, entry: VcpuEntry) -> bytes:
         """The snapshot bytes of a vCPU (taken between its batches)."""
         return self.with_vcpu(
@@ -339,43 +470,93 @@ class Registry:
         )
 
     def restore(
-        self, data: bytes, vm_id: str = "", *, vcpu_id: str = "", new_vm_id: str = ""
+        self,
+        data: bytes,
+        vm_id: str = "",
+        *,
+        vcpu_id: str = "",
+        new_vm_id: str = "",
+        caller: Caller = ANYONE,
+        owner: str | None = None,
+        uid: str = "",
     ) -> VcpuEntry:
         """A new vCPU from snapshot bytes, in a new VM or in ``vm_id`` (whose memory receives
         the snapshot's words and VMCS regions). A state directory's restore at start passes the
-        saved ``vcpu_id`` and, for a VM not restored yet, ``new_vm_id``; others get new ids."""
-        saved = snapshots.load(data)
+        saved ``vcpu_id`` and, for a VM not restored yet, ``new_vm_id``; others get new ids.
+        Everything is checked before anything is registered: it restores whole or not at all.
+        ``owner`` (default: the caller's identity) and ``uid`` are a saved vCPU's own."""
+        owner = caller.identity if owner is None else owner
+        saved = self.load_snapshot(data)
         profile = _profile(saved.profile)
         latency = self.latency_model(saved.mode)
         caps = saved.capabilities
         with self._lock:
-            vm = self._vm(vm_id) if vm_id else None
+            vm = self._vm(vm_id, caller) if vm_id else None
             if vm is not None and vm.maxphyaddr != caps.maxphyaddr:
                 raise InvalidArgument(
                     f"the snapshot's MAXPHYADDR {caps.maxphyaddr} differs from {vm.vm_id}'s"
                     f" {vm.maxphyaddr}"
                 )
+            if vm is not None:
+                self._check_restore_into(vm, saved)
+            else:
+                self._check_snapshot_size(saved)
+            if vcpu_id in self._vcpus:
+                raise StateError(f"{vcpu_id} exists already")
             if vm is None and new_vm_id:
-                vm = self._add_vm(caps.maxphyaddr, new_vm_id)
+                vm = self._add_vm(caps.maxphyaddr, new_vm_id, owner)
             entry = self._add_vcpu(
-                vm, caps, profile, saved.mode, latency, saved.restore_vcpu, vcpu_id
+                vm, caps, profile, saved.mode, latency, saved.restore_vcpu, vcpu_id, owner
             )
             saved.restore_engine(entry.engine)
             entry.injected_exits = saved.injected_exits
+            if uid:
+                entry.uid = uid
         self._counts_changed()
         return entry
 
-    def restore_vm(self, vm_id: str, maxphyaddr: int) -> VmEntry:
+    def load_snapshot(self, data: bytes) -> snapshots.Snapshot:
+        """Validated snapshot bytes, inflated within ``max_snapshot_bytes``."""
+        limit = int(self.limits["max_snapshot_bytes"])
+        try:
+            return snapshots.load(data, limit)
+        except SnapshotTooLarge as exc:
+            raise SnapshotTooLarge(limit_error("max_snapshot_bytes", limit, str(exc))) from None
+
+    def _check_snapshot_size(self, saved: snapshots.Snapshot) -> None:
+        """A snapshot's memory against the per-VM limits."""
+        regions, words, msrs = len(saved.regions), len(saved.words), len(saved.vcpu_state["msrs"])
+        self._limit("max_vmcs_regions", regions, f"the snapshot has {regions}")
+        self._limit("max_memory_words", words, f"the snapshot has {words}")
+        self._limit("max_memory_words", msrs, f"the snapshot has {msrs} MSRs")
+
+    def _check_restore_into(self, vm: VmEntry, saved: snapshots.Snapshot) -> None:
+        """Restoring into an existing VM: its limits, and no vCPU of it driven by a stream
+        (the snapshot's memory is written over the VM's)."""
+        busy = [i for i in vm.vcpu_ids if self._vcpus[i].streaming]
+        if busy:
+            raise StateError(f"{vm.vm_id} has vCPUs driven by a stream: {', '.join(busy)}")
+        self._check_snapshot_size(saved)
+        with vm.lock:
+            regions = len(vm.memory.regions().keys() | {r.address for r in saved.regions})
+            words = len(vm.memory.words().keys() | {address for address, _ in saved.words})
+        self._limit("max_vmcs_regions", regions, f"{vm.vm_id} would hold {regions}")
+        self._limit("max_memory_words", words, f"{vm.vm_id} would hold {words}")
+
+    def restore_vm(
+        self, vm_id: str, maxphyaddr: int, implicit: bool = False, owner: str = ""
+    ) -> VmEntry:
         """An empty VM with a saved id (a state directory's restore at start)."""
         with self._lock:
-            vm = self._add_vm(maxphyaddr, vm_id)
+            vm = self._add_vm(maxphyaddr, vm_id, owner)
+            vm.implicit = implicit
         self._counts_changed()
         return vm
 
     def reset(self, entry: VcpuEntry, data: bytes) -> None:
         """Put an existing vCPU back into a snapshot's state (a resumed replay's checkpoint);
         the snapshot must be of the vCPU's profile and mode."""
-        saved = snapshots.load(data)
+        saved = self.load_snapshot(data)
         if (saved.profile, saved.mode) != (entry.profile, entry.mode):
             raise StateError(
                 f"the checkpoint is of a {saved.profile}/{saved.mode} vCPU; {entry.vcpu_id} is"
@@ -383,6 +564,7 @@ class Registry:
             )
         profile = _profile(saved.profile)
         with entry.lock, entry.vm.lock:
+            entry.changes += 1
             entry.vcpu = saved.restore_vcpu(entry.vm.memory)
             entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode))
             saved.restore_engine(entry.engine)

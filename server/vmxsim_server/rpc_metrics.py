@@ -48,13 +48,14 @@ def _rpc_type(handler: Handler) -> str:
 
 def _code_name(context: Context, error: BaseException | None) -> str:
     """The status the call ends with: the one set on the context (``abort``/``set_code``),
-    else CANCELLED for a cancelled handler, UNKNOWN for an escaped exception, or OK."""
+    else CANCELLED for a call the client cancelled (the handler is cancelled, or its generator
+    closed at a ``yield``: GeneratorExit), UNKNOWN for an escaped exception, or OK."""
     code: Any = context.code()
     if code is not None:
         if isinstance(code, grpc.StatusCode):
             return code.name
         return _CODE_NAMES.get(code, "UNKNOWN")
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError | GeneratorExit) or context.cancelled():
         return "CANCELLED"
     return "UNKNOWN" if error is not None else "OK"
 

@@ -7,6 +7,11 @@ so the event loop keeps answering other calls and health checks meanwhile. Strea
 deadline between batches, and ``Streams`` keeps a record of open streams so a shutdown can log
 which ones it cut. With a state directory, a replay is persisted after each batch before the
 batch is acknowledged, and a ReplayStart with a resume token continues it (state.py).
+
+Hooks of other modules, kept small here: who calls (``_caller``: tenancy.py, security.py) is
+passed to every registry call; limits (limits.py, bounds.py) are checked before work starts;
+with a state directory a new VM or vCPU is saved before it is acknowledged (``_persist``), and
+a batch whose checkpoint cannot be written is undone and answered UNAVAILABLE (``_rolled_back``).
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from grpc import aio
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
+from .bounds import add_count_maps, add_counts, deadline_of, idle_bounded
 from .config import ServerConfig
 from .discovery import DiscoveryMethods
-from .execute import execute
+from .execute import check_size, execute
 from .paging import numbered_key, paginate
 from .registry import Registry, VcpuEntry
+from .security import AuthInterceptor, caller_of
 from .state import ReplayCheckpoint, StateDir
+from .tenancy import Caller
 from .translate import (
     batch_stats,
     capability_changes,
@@ -43,7 +51,7 @@ from .translate import (
     vm_message,
 )
 from .vmx.engine import BatchStats
-from .vmx.exceptions import InvalidArgument, StateError, VmxsimError
+from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
 
 __all__ = ["SERVICE_NAME", "ReplayRun", "StreamInfo", "Streams", "VcpuService"]
@@ -68,6 +76,9 @@ class ReplayRun:
     last: int | None = None
     resumed_after: int | None = None
     """The checkpoint's batch when resumed: batches up to it may arrive again (duplicates)."""
+    durable: bytes = b""
+    """The last checkpoint written (or, before the first, the start's): what a batch whose
+    checkpoint cannot be written is undone to."""
 
     def duplicate(self, sequence: int) -> bool:
         """Whether a batch was handled before the resume: its acknowledgement was lost, so
@@ -158,29 +169,57 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
     """vmxsim's one gRPC service over a ``Registry`` (discovery.py: the Discovery RPCs)."""
 
     def __init__(
-        self, registry: Registry, config: ServerConfig, state: StateDir | None = None
+        self,
+        registry: Registry,
+        config: ServerConfig,
+        state: StateDir | None = None,
+        auth: AuthInterceptor | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
         self.state = state
+        self.auth = auth
         self.streams = Streams()
+
+    def _caller(self, context: Context) -> Caller:
+        return caller_of(self.auth, context.invocation_metadata(), context.peer())
+
+    async def _persist(self, entry: VcpuEntry | None, undo: Callable[[], object]) -> None:
+        """Make a new VM (``entry`` None) or vCPU durable before it is acknowledged; when the
+        write fails, undo it and answer UNAVAILABLE (retry: nothing was made)."""
+        if self.state is None:
+            return
+        try:
+            await self._in_thread(self.state.save_vcpu, self.registry, entry)
+        except OSError as exc:
+            undo()
+            raise Unavailable(
+                f"the state directory cannot be written ({exc.strerror or exc}); nothing was"
+                " made, retry"
+            ) from None
+
+    def _forget_files(self, vcpu_ids: list[str]) -> None:
+        if self.state is not None:
+            self.state.forget_vcpus(self.registry, vcpu_ids)
 
     async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(call, *args)
 
     @contextmanager
-    def _stream(self, kind: str) -> Iterator[StreamInfo]:
+    def _stream(self, kind: str, caller: Caller) -> Iterator[StreamInfo]:
         """Hold a stream slot and track the stream while it is open."""
-        with self.registry.stream_slot(), self.streams.track(kind) as info:
+        with self.registry.stream_slot(caller.identity), self.streams.track(kind) as info:
             yield info
 
     # --- VMs and vCPUs -------------------------------------------------------------------------
 
     async def CreateVm(self, request: pb.CreateVmRequest, context: Context) -> pb.CreateVmResponse:
-        return pb.CreateVmResponse(vm=vm_message(self.registry.create_vm(request.maxphyaddr)))
+        vm = self.registry.create_vm(request.maxphyaddr, self._caller(context))
+        await self._persist(None, partial(self.registry.delete_vm, vm.vm_id))
+        return pb.CreateVmResponse(vm=vm_message(vm))
 
     async def ListVms(self, request: pb.ListVmsRequest, context: Context) -> pb.ListVmsResponse:
-        vms = self.registry.list_vms()
+        vms = self.registry.list_vms(self._caller(context))
         page = paginate(
             vms, lambda vm: numbered_key(vm.vm_id), request.page_size, request.page_token, "ListVms"
         )
@@ -189,7 +228,8 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         )
 
     async def DeleteVm(self, request: pb.DeleteVmRequest, context: Context) -> pb.DeleteVmResponse:
-        deleted = self.registry.delete_vm(request.vm_id)
+        deleted = self.registry.delete_vm(request.vm_id, self._caller(context))
+        self._forget_files(deleted)
         log.info(
             "deleted %s with %d vCPUs", request.vm_id, len(deleted), extra={"vm_id": request.vm_id}
         )
@@ -202,8 +242,10 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             capability_changes(request.capabilities) if request.HasField("capabilities") else {}
         )
         entry = self.registry.create_vcpu(
-            request.vm_id, request.profile, mode_from_pb(request.mode), changes
-        )
+            request.vm_id, request.profile, mode_from_pb(request.mode), changes,
+            l0=request.l0, caller=self._caller(context),
+        )  # fmt: skip
+        await self._persist(entry, partial(self.registry.delete_vcpu, entry.vcpu_id, True))
         log.debug(
             "created %s in %s (%s, %s)", entry.vcpu_id, entry.vm.vm_id, entry.profile, entry.mode,
             extra={"vcpu_id": entry.vcpu_id},
@@ -214,7 +256,7 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         self, request: pb.ListVcpusRequest, context: Context
     ) -> pb.ListVcpusResponse:
         page = paginate(
-            self.registry.list_vcpus(request.vm_id),
+            self.registry.list_vcpus(request.vm_id, self._caller(context)),
             lambda entry: numbered_key(entry.vcpu_id),
             request.page_size,
             request.page_token,
@@ -227,26 +269,30 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         )
 
     async def GetVcpu(self, request: pb.GetVcpuRequest, context: Context) -> pb.GetVcpuResponse:
-        return pb.GetVcpuResponse(vcpu=vcpu_message(self.registry.get(request.vcpu_id)))
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
+        return pb.GetVcpuResponse(vcpu=vcpu_message(entry))
 
     async def DeleteVcpu(
         self, request: pb.DeleteVcpuRequest, context: Context
     ) -> pb.DeleteVcpuResponse:
-        self.registry.delete_vcpu(request.vcpu_id)
+        self.registry.delete_vcpu(request.vcpu_id, caller=self._caller(context))
+        self._forget_files([request.vcpu_id])
         log.debug("deleted %s", request.vcpu_id, extra={"vcpu_id": request.vcpu_id})
         return pb.DeleteVcpuResponse()
 
     # --- raw VMX instructions ------------------------------------------------------------------
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
-        entry = self.registry.get(request.vcpu_id)
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
+        check_size(request.instructions, self.config.max_instructions)
         run = partial(
             execute,
             instructions=request.instructions,
             stop_on_failure=request.stop_on_failure,
-            observer=self.registry.observer,
+            registry=self.registry,
+            deadline=deadline_of(context),
         )
-        results = await self._in_thread(self.registry.with_vcpu, entry, run)
+        results = await self._in_thread(self.registry.change_vcpu, entry, run)
         return pb.ExecuteResponse(results=results)
 
     # --- streams -------------------------------------------------------------------------------
@@ -269,14 +315,15 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
     async def Drive(
         self, request_iterator: AsyncIterator[pb.DriveRequest], context: Context
     ) -> AsyncIterator[pb.DriveResponse]:
-        with self._stream("Drive") as info:
-            requests = aiter(request_iterator)
+        caller = self._caller(context)
+        with self._stream("Drive", caller) as info:
+            requests = idle_bounded(request_iterator, self.config.stream_idle_seconds)
             first = await anext(requests, None)
             if first is None:
                 return
             if not first.vcpu_id:
                 raise InvalidArgument("the first DriveRequest must name a vcpu_id", field="vcpu_id")
-            with self.registry.claim(first.vcpu_id) as entry:
+            with self.registry.claim(first.vcpu_id, caller) as entry:
                 info.vcpu_id = entry.vcpu_id
                 request: pb.DriveRequest | None = first
                 while request is not None:
@@ -294,21 +341,22 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
     async def Replay(
         self, request_iterator: AsyncIterator[pb.ReplayRequest], context: Context
     ) -> AsyncIterator[pb.ReplayResponse]:
-        with self._stream("Replay") as info:
-            requests = aiter(request_iterator)
+        caller = self._caller(context)
+        with self._stream("Replay", caller) as info:
+            requests = idle_bounded(request_iterator, self.config.stream_idle_seconds)
             first = await anext(requests, None)
             if first is None:
                 return
             if first.WhichOneof("kind") != "start":
                 raise InvalidArgument("the first ReplayRequest must be a ReplayStart")
-            async with self._replay_target(first.start) as (entry, run):
+            async with self._replay_target(first.start, caller) as (entry, run):
                 info.vcpu_id = entry.vcpu_id
                 async for response in self._replay(entry, run, requests, info, context):
                     yield response
 
     @asynccontextmanager
     async def _replay_target(
-        self, start: pb.ReplayStart
+        self, start: pb.ReplayStart, caller: Caller
     ) -> AsyncIterator[tuple[VcpuEntry, ReplayRun]]:
         """The claimed vCPU and the run of a new or resumed replay; a temporary vCPU is deleted
         at the end, and a replay's checkpoint when it ends or fails on bad input."""
@@ -317,21 +365,53 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             token = start.resume_token
             with state.replay_open(token):
                 checkpoint = await self._in_thread(state.load_replay, token)
+                if not caller.may_see(checkpoint.owner):
+                    raise NotFound(f"no open replay {token} on this server")
                 run = ReplayRun.resumed(checkpoint)
+                run.durable = checkpoint.to_bytes()
                 log.info(
                     "resuming replay %s after batch %d", token, checkpoint.acked_sequence,
                     extra={"resume_token": token},
                 )  # fmt: skip
-                async with self._replay_vcpu(checkpoint.vcpu_id, checkpoint.snapshot, start) as e:
+                await self._in_thread(self._bring_back, checkpoint, caller)
+                async with self._replay_vcpu(
+                    checkpoint.vcpu_id, checkpoint.snapshot, start, caller
+                ) as e:
                     yield e, run
             return
         token = secrets.token_urlsafe(16) if self.state is not None else ""
         run = ReplayRun(
-            token, start.vcpu_id, start.per_exit, skipped=start.skipped,
-            unknown=Counter(dict(start.unknown_reasons)),
+            token, start.vcpu_id, start.per_exit,
+            skipped=add_counts(0, start.skipped, "skipped lines"), unknown=Counter(),
         )  # fmt: skip
-        async with self._replay_vcpu(start.vcpu_id, b"", start) as entry:
+        add_count_maps(run.unknown, start.unknown_reasons, "unknown reason")
+        async with self._replay_vcpu(start.vcpu_id, b"", start, caller) as entry:
+            if token:
+                run.durable = await self._in_thread(self._checkpoint_bytes, entry, run)
             yield entry, run
+
+    def _bring_back(self, checkpoint: ReplayCheckpoint, caller: Caller) -> None:
+        """Check that a resumed replay's vCPU is the checkpoint's own (not another that got its
+        id), or bring it back from the checkpoint when a crash lost it before it was saved."""
+        if not checkpoint.vcpu_id:
+            return  # the replay's own temporary vCPU, made anew from the snapshot
+        try:
+            entry = self.registry.get(checkpoint.vcpu_id)
+        except NotFound:
+            vm_known = any(vm.vm_id == checkpoint.vm_id for vm in self.registry.list_vms())
+            self.registry.restore(
+                checkpoint.snapshot, checkpoint.vm_id if vm_known else "",
+                vcpu_id=checkpoint.vcpu_id, new_vm_id="" if vm_known else checkpoint.vm_id,
+                owner=checkpoint.owner, uid=checkpoint.vcpu_uid, caller=caller,
+            )  # fmt: skip
+            log.info("brought %s back from replay %s's checkpoint", checkpoint.vcpu_id,
+                     checkpoint.token, extra={"vcpu_id": checkpoint.vcpu_id})  # fmt: skip
+            return
+        if checkpoint.vcpu_uid and entry.uid != checkpoint.vcpu_uid:
+            raise StateError(
+                f"{checkpoint.vcpu_id} is not the vCPU replay {checkpoint.token} ran on (that one"
+                " is gone); start a new replay"
+            )
 
     def _state_for_resume(self) -> StateDir:
         if self.state is None:
@@ -342,20 +422,23 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
 
     @asynccontextmanager
     async def _replay_vcpu(
-        self, vcpu_id: str, snapshot: bytes, start: pb.ReplayStart
+        self, vcpu_id: str, snapshot: bytes, start: pb.ReplayStart, caller: Caller
     ) -> AsyncIterator[VcpuEntry]:
         """Claim ``vcpu_id`` (reset to ``snapshot`` when resuming), or make a temporary vCPU in
         a VM of its own (from ``snapshot`` when resuming) and delete it at the end."""
         temporary_vm = ""
         if not vcpu_id:
             if snapshot:
-                made = await self._in_thread(self.registry.restore, snapshot)
+                restore = partial(self.registry.restore, snapshot, caller=caller)
+                made = await self._in_thread(restore)
             else:
-                made = self.registry.create_vcpu("", start.profile, mode_from_pb(start.mode))
+                made = self.registry.create_vcpu(
+                    "", start.profile, mode_from_pb(start.mode), l0=start.l0, caller=caller
+                )
             made.temporary = True
             vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
         try:
-            with self.registry.claim(vcpu_id) as entry:
+            with self.registry.claim(vcpu_id, caller) as entry:
                 if snapshot and not temporary_vm:
                     await self._in_thread(self.registry.reset, entry, snapshot)
                 yield entry
@@ -377,8 +460,8 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
                 if kind == "batch":
                     yield await self._replay_batch(entry, run, request.batch, info, context)
                 elif kind == "end":
-                    run.skipped += request.end.skipped
-                    run.unknown.update(dict(request.end.unknown_reasons))
+                    run.skipped = add_counts(run.skipped, request.end.skipped, "skipped lines")
+                    add_count_maps(run.unknown, request.end.unknown_reasons, "unknown reason")
                     summary = run_summary(
                         run.totals, entry.profile, entry.mode, run.skipped, dict(run.unknown)
                     )
@@ -391,6 +474,8 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
                     raise InvalidArgument(
                         f"a ReplayRequest after the start must be a batch or the end, not {kind}"
                     )
+        except Unavailable:
+            raise  # the checkpoint stays: the client resumes from it
         except VmxsimError:
             self._forget(run)  # bad input: resuming would only fail again
             raise
@@ -421,7 +506,14 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         run.totals.add(stats)
         run.last = sequence
         if self.state is not None and run.token:
-            await self._in_thread(self._checkpoint, entry, run)
+            try:
+                await self._in_thread(self._checkpoint, entry, run)
+            except OSError as exc:
+                await self._in_thread(self._rolled_back, entry, run)
+                raise Unavailable(
+                    f"batch {sequence} was not applied: its checkpoint cannot be written"
+                    f" ({exc.strerror or exc}); resume the replay"
+                ) from None
         progress = pb.ReplayProgress(
             acked_sequence=sequence,
             exits=run.totals.exits,
@@ -430,19 +522,35 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         )
         return pb.ReplayResponse(progress=progress)
 
-    def _checkpoint(self, entry: VcpuEntry, run: ReplayRun) -> None:
-        assert self.state is not None and run.last is not None
+    def _checkpoint_bytes(self, entry: VcpuEntry, run: ReplayRun) -> bytes:
         checkpoint = ReplayCheckpoint(
             token=run.token,
             vcpu_id=run.vcpu_id,
             per_exit=run.per_exit,
-            acked_sequence=run.last,
+            acked_sequence=-1 if run.last is None else run.last,
             skipped=run.skipped,
             unknown_reasons=dict(run.unknown),
             totals=run.totals,
             snapshot=self.registry.snapshot(entry),
+            vcpu_uid="" if entry.temporary else entry.uid,
+            vm_id="" if entry.temporary else entry.vm.vm_id,
+            owner=entry.owner,
         )
-        self.state.save_replay(checkpoint)
+        return checkpoint.to_bytes()
+
+    def _checkpoint(self, entry: VcpuEntry, run: ReplayRun) -> None:
+        assert self.state is not None and run.last is not None
+        data = self._checkpoint_bytes(entry, run)
+        self.state.save_replay(run.token, data)
+        run.durable = data
+
+    def _rolled_back(self, entry: VcpuEntry, run: ReplayRun) -> None:
+        """Undo the batches since the last durable checkpoint: the vCPU and the run."""
+        durable = ReplayCheckpoint.from_bytes(run.durable)
+        self.registry.reset(entry, durable.snapshot)
+        run.totals, run.skipped = durable.totals, durable.skipped
+        run.unknown = Counter(durable.unknown_reasons)
+        run.last = None if durable.acked_sequence < 0 else durable.acked_sequence
 
     def _forget(self, run: ReplayRun) -> None:
         if self.state is not None and run.token:
@@ -451,7 +559,7 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
     # --- stats and snapshots -------------------------------------------------------------------
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
-        entry = self.registry.get(request.vcpu_id)
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
         summary = await self._in_thread(
             self.registry.with_vcpu,
             entry,
@@ -460,12 +568,16 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         return pb.GetStatsResponse(summary=summary)
 
     async def Snapshot(self, request: pb.SnapshotRequest, context: Context) -> pb.SnapshotResponse:
-        entry = self.registry.get(request.vcpu_id)
+        entry = self.registry.get(request.vcpu_id, self._caller(context))
         data = await self._in_thread(self.registry.snapshot, entry)
         return pb.SnapshotResponse(data=data, format_version=FORMAT_VERSION)
 
     async def Restore(self, request: pb.RestoreRequest, context: Context) -> pb.RestoreResponse:
-        entry = await self._in_thread(self.registry.restore, request.data, request.vm_id)
+        restore = partial(
+            self.registry.restore, request.data, request.vm_id, caller=self._caller(context)
+        )
+        entry = await self._in_thread(restore)
+        await self._persist(entry, partial(self.registry.delete_vcpu, entry.vcpu_id, True))
         log.info(
             "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
         )

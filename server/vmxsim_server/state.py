@@ -2,10 +2,13 @@
 
 Layout::
 
-    DIR/vms.state               the VMs: ids and MAXPHYADDR (so empty VMs come back too)
-    DIR/vcpus/vcpu-N.state      one vCPU: its id, its VM's id and its snapshot (vmx/snapshot.py)
+    DIR/vms.state               the VMs (ids, MAXPHYADDR, implicit flag, owner, so empty VMs
+                                come back too) and the id counters (ids are never reused)
+    DIR/vcpus/vcpu-N.state      one vCPU: its id, uid, owner, its VM's id and its snapshot
+                                (vmx/snapshot.py)
     DIR/replays/TOKEN.state     one open replay: the last batch it acknowledged, its totals
-                                and counters so far, and its vCPU's snapshot at that batch
+                                and counters so far, its vCPU's id and uid, and the vCPU's
+                                snapshot at that batch
 
 Every file is written atomically (a temporary file in the same directory, fsync, rename, fsync
 of the directory), so a SIGKILL leaves the old version or the new one, never half of one. The
@@ -14,13 +17,21 @@ is reported in the log and renamed ``*.corrupt``, never fatal.
 
 A replay's file is written after each batch and before its acknowledgement, so an
 acknowledged batch is durable: a client that lost the server resumes after it. It is removed
-when the replay ends or fails on bad input, and at start when older than
-``REPLAY_RETENTION_SECONDS``. Temporary vCPUs (a replay's own) are never saved as vCPUs.
+when the replay ends or fails on bad input, and (``expire_replays``) at start and at every
+periodic save when it was not written for ``--replay-retention`` seconds (a cancelled or
+crashed client that never resumed). Temporary vCPUs (a replay's own) are never saved as vCPUs.
+A new vCPU or VM is saved before it is acknowledged (``save_vcpu``); the periodic save writes
+only the VMs whose vCPUs changed since the last one.
+
+A write that fails (a full disk: ``OSError``) raises; callers answer UNAVAILABLE with nothing
+applied. For tests only, ``VMXSIM_TEST_DISK_FULL_FLAG=PATH`` makes every write fail with
+ENOSPC while the file PATH exists (a real full disk cannot be made without privileges here).
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import logging
 import os
 import re
@@ -33,12 +44,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .registry import Registry
+from .registry import Registry, VcpuEntry
 from .vmx import snapshot as snapshots
 from .vmx.engine import BatchStats
 from .vmx.exceptions import Busy, InvalidArgument, NotFound, SnapshotError, VmxsimError
 
-__all__ = ["REPLAY_RETENTION_SECONDS", "ReplayCheckpoint", "StateDir", "write_atomically"]
+__all__ = [
+    "DISK_FULL_FLAG_ENV",
+    "REPLAY_RETENTION_SECONDS",
+    "ReplayCheckpoint",
+    "StateDir",
+    "write_atomically",
+]
 
 log = logging.getLogger("vmxsim.server")
 
@@ -46,14 +63,23 @@ STATE_VERSION = 1
 _VMS_MAGIC = b"VMXVMS\0"
 _VCPU_MAGIC = b"VMXVCPU"
 _REPLAY_MAGIC = b"VMXRPLY"
-REPLAY_RETENTION_SECONDS = 7 * 24 * 3600.0
-"""An abandoned replay's file is removed at the first start after it is this old."""
+REPLAY_RETENTION_SECONDS = 3600.0
+"""The default ``--replay-retention``: an abandoned replay's file is removed once this old."""
+DISK_FULL_FLAG_ENV = "VMXSIM_TEST_DISK_FULL_FLAG"
+"""Test-only fault hook (see the module docstring)."""
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _SUFFIX = ".state"
 
 
+def _fault_injected() -> None:
+    flag = os.environ.get(DISK_FULL_FLAG_ENV)
+    if flag and os.path.exists(flag):
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (test fault {flag})")
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    _fault_injected()
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -90,6 +116,11 @@ def _member(doc: dict[str, Any], key: str, kind: type, what: str) -> Any:
     return value
 
 
+def _optional(doc: dict[str, Any], key: str, what: str) -> str:
+    """A string member that files of older servers lack ("" then)."""
+    return _member(doc, key, str, what) if key in doc else ""
+
+
 def _unb64(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -111,6 +142,10 @@ class ReplayCheckpoint:
     totals: BatchStats
     snapshot: bytes
     """The vCPU's snapshot (with its engine's totals and cache state) at that batch."""
+    vcpu_uid: str = ""
+    """The uid of the vCPU replayed on (a resume refuses another vCPU of the same id)."""
+    vm_id: str = ""
+    owner: str = ""
 
     def to_bytes(self) -> bytes:
         """The checkpoint file's contents."""
@@ -123,6 +158,9 @@ class ReplayCheckpoint:
             "unknown_reasons": self.unknown_reasons,
             "totals": snapshots.totals_doc(self.totals),
             "snapshot": _b64(self.snapshot),
+            "vcpu_uid": self.vcpu_uid,
+            "vm_id": self.vm_id,
+            "owner": self.owner,
         }
         return _pack(doc, _REPLAY_MAGIC)
 
@@ -143,6 +181,9 @@ class ReplayCheckpoint:
             unknown_reasons=unknown,
             totals=snapshots.load_totals(_member(doc, "totals", dict, what)),
             snapshot=_unb64(_member(doc, "snapshot", str, what), what),
+            vcpu_uid=_optional(doc, "vcpu_uid", what),
+            vm_id=_optional(doc, "vm_id", what),
+            owner=_optional(doc, "owner", what),
         )
 
 
@@ -162,8 +203,11 @@ class StateDir:
     """One server's state directory."""
 
     path: Path
+    replay_retention_seconds: float = REPLAY_RETENTION_SECONDS
     _open_replays: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _saved: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    """Per VM, its vCPUs' change counts at their last save (what the periodic save skips)."""
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -203,9 +247,9 @@ class StateDir:
             with self._lock:
                 self._open_replays.discard(token)
 
-    def save_replay(self, checkpoint: ReplayCheckpoint) -> None:
-        """Write a replay's checkpoint (durable when this returns)."""
-        write_atomically(self._replay_file(checkpoint.token), checkpoint.to_bytes())
+    def save_replay(self, token: str, data: bytes) -> None:
+        """Write a replay's checkpoint (``ReplayCheckpoint.to_bytes``; durable on return)."""
+        write_atomically(self._replay_file(token), data)
 
     def load_replay(self, token: str) -> ReplayCheckpoint:
         """A replay's checkpoint; ``NotFound`` when there is none (or it was damaged)."""
@@ -224,59 +268,115 @@ class StateDir:
         """Forget a replay (it ended)."""
         self._replay_file(token).unlink(missing_ok=True)
 
-    def expire_replays(self, max_age: float = REPLAY_RETENTION_SECONDS) -> int:
-        """Remove replay checkpoints not written for ``max_age`` seconds; returns how many."""
-        cutoff = time.time() - max_age
+    def expire_replays(self, max_age: float | None = None) -> int:
+        """Remove replay checkpoints not written for ``max_age`` seconds (default: the
+        retention) and not open on a stream; returns how many."""
+        cutoff = time.time() - (self.replay_retention_seconds if max_age is None else max_age)
         expired = 0
         for path in self.replays.glob(f"*{_SUFFIX}"):
-            if path.stat().st_mtime < cutoff:
+            with self._lock:
+                if path.name.removesuffix(_SUFFIX) in self._open_replays:
+                    continue
+            try:
+                old = path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if old:
                 path.unlink(missing_ok=True)
                 expired += 1
         return expired
 
     # --- vCPUs ---------------------------------------------------------------------------------
 
-    def save_vcpus(self, registry: Registry) -> int:
-        """Write every VM and every lasting vCPU; remove the files of deleted ones. Returns the
-        number of vCPUs saved."""
-        entries = [entry for entry in registry.list_vcpus() if not entry.temporary]
-        temporary_vms = {e.vm.vm_id for e in registry.list_vcpus() if e.temporary}
-        saved = set()
-        for entry in entries:
-            doc = {
-                "vcpu_id": entry.vcpu_id,
-                "vm_id": entry.vm.vm_id,
-                "snapshot": _b64(registry.snapshot(entry)),
-            }
-            path = self.vcpus / f"{entry.vcpu_id}{_SUFFIX}"
-            write_atomically(path, _pack(doc, _VCPU_MAGIC))
-            saved.add(path.name)
-        vms = [[vm.vm_id, vm.maxphyaddr] for vm in registry.list_vms()]
-        vms = [row for row in vms if row[0] not in temporary_vms]
-        write_atomically(self.path / f"vms{_SUFFIX}", _pack({"vms": vms}, _VMS_MAGIC))
-        for path in self.vcpus.glob(f"*{_SUFFIX}"):
-            if path.name not in saved:
-                path.unlink(missing_ok=True)
-        return len(saved)
+    def _write_vcpu(self, registry: Registry, entry: VcpuEntry) -> None:
+        doc = {
+            "vcpu_id": entry.vcpu_id,
+            "vm_id": entry.vm.vm_id,
+            "uid": entry.uid,
+            "owner": entry.owner,
+            "snapshot": _b64(registry.snapshot(entry)),
+        }
+        write_atomically(self.vcpus / f"{entry.vcpu_id}{_SUFFIX}", _pack(doc, _VCPU_MAGIC))
 
-    def _saved_vms(self) -> list[tuple[str, int]]:
+    def save_vms(self, registry: Registry) -> None:
+        """Write the VM list and the id counters."""
+        temporary_vms = {e.vm.vm_id for e in registry.list_vcpus() if e.temporary}
+        vms = [
+            [vm.vm_id, vm.maxphyaddr, vm.implicit, vm.owner]
+            for vm in registry.list_vms()
+            if vm.vm_id not in temporary_vms
+        ]
+        next_vm, next_vcpu = registry.id_counters
+        doc = {"vms": vms, "next_vm": next_vm, "next_vcpu": next_vcpu}
+        write_atomically(self.path / f"vms{_SUFFIX}", _pack(doc, _VMS_MAGIC))
+
+    def save_vcpu(self, registry: Registry, entry: VcpuEntry | None = None) -> None:
+        """Make a new VM (``entry`` None) or vCPU durable before it is acknowledged: the VM
+        list with the id counters, and the vCPU's file. Raises ``OSError`` (disk full)."""
+        self.save_vms(registry)
+        if entry is not None and not entry.temporary:
+            self._write_vcpu(registry, entry)
+
+    def forget_vcpus(self, registry: Registry, vcpu_ids: list[str]) -> None:
+        """Remove deleted vCPUs' files and write the VM list (logged, never raised: the
+        deletion happened, and the next periodic save retries)."""
+        for vcpu_id in vcpu_ids:
+            (self.vcpus / f"{vcpu_id}{_SUFFIX}").unlink(missing_ok=True)
+        try:
+            self.save_vms(registry)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.path / f"vms{_SUFFIX}", exc)
+
+    def save_vcpus(self, registry: Registry) -> int:
+        """Write the VM list and every lasting vCPU of the VMs whose vCPUs changed since their
+        last save; remove the files of deleted ones. Returns the number of vCPUs written."""
+        entries = [entry for entry in registry.list_vcpus() if not entry.temporary]
+        by_vm: dict[str, list[VcpuEntry]] = {}
+        for entry in entries:
+            by_vm.setdefault(entry.vm.vm_id, []).append(entry)
+        written = 0
+        for vm_id, members in by_vm.items():
+            marks = tuple((e.vcpu_id, e.changes) for e in members)
+            if self._saved.get(vm_id) == marks:
+                continue
+            for entry in members:
+                self._write_vcpu(registry, entry)
+                written += 1
+            self._saved[vm_id] = marks
+        self.save_vms(registry)
+        kept = {f"{entry.vcpu_id}{_SUFFIX}" for entry in entries}
+        for path in self.vcpus.glob(f"*{_SUFFIX}"):
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
+        for vm_id in set(self._saved) - set(by_vm):
+            del self._saved[vm_id]
+        return written
+
+    def _saved_vms(self) -> tuple[list[tuple[str, int, bool, str]], tuple[int, int]]:
         path = self.path / f"vms{_SUFFIX}"
         try:
             doc = _unpack(path.read_bytes(), _VMS_MAGIC, "VM list")
             rows = _member(doc, "vms", list, "VM list")
-            vms = [(str(row[0]), int(row[1])) for row in rows]
+            vms = [  # rows of older servers are [id, maxphyaddr]
+                (str(row[0]), int(row[1]), len(row) > 2 and row[2] is True,
+                 str(row[3]) if len(row) > 3 else "")
+                for row in rows
+            ]  # fmt: skip
+            counters = (int(doc.get("next_vm", 1)), int(doc.get("next_vcpu", 1)))
         except FileNotFoundError:
-            return []
+            return [], (1, 1)
         except (SnapshotError, TypeError, ValueError, IndexError) as exc:
             _set_aside(path, exc)
-            return []
-        return vms
+            return [], (1, 1)
+        return vms, counters
 
     def restore_vcpus(self, registry: Registry) -> int:
         """Bring back the saved VMs and vCPUs with their ids; returns the vCPUs restored."""
-        for vm_id, maxphyaddr in self._saved_vms():
+        vms, (next_vm, next_vcpu) = self._saved_vms()
+        registry.advance_ids(next_vm, next_vcpu)
+        for vm_id, maxphyaddr, implicit, owner in vms:
             try:
-                registry.restore_vm(vm_id, maxphyaddr)
+                registry.restore_vm(vm_id, maxphyaddr, implicit, owner)
             except VmxsimError as exc:
                 log.error("cannot restore %s: %s", vm_id, exc, extra={"vm_id": vm_id})
         restored = 0
@@ -295,8 +395,9 @@ class StateDir:
         vcpu_id = _member(doc, "vcpu_id", str, what)
         vm_id = _member(doc, "vm_id", str, what)
         data = _unb64(_member(doc, "snapshot", str, what), what)
-        known = {vm.vm_id for vm in registry.list_vms()}
-        if vm_id in known:
-            registry.restore(data, vm_id, vcpu_id=vcpu_id)
-        else:
-            registry.restore(data, vcpu_id=vcpu_id, new_vm_id=vm_id)
+        owner, uid = _optional(doc, "owner", what), _optional(doc, "uid", what)
+        known = any(vm.vm_id == vm_id for vm in registry.list_vms())
+        registry.restore(
+            data, vm_id if known else "", vcpu_id=vcpu_id, new_vm_id="" if known else vm_id,
+            owner=owner, uid=uid,
+        )  # fmt: skip

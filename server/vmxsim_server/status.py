@@ -11,6 +11,8 @@ server interceptor).
     Busy (a StateError that retrying later may cure)   ABORTED              BUSY
     StateError                                         FAILED_PRECONDITION  FAILED_PRECONDITION
     LimitExceeded                                      RESOURCE_EXHAUSTED   <QUOTA>_EXCEEDED
+    Unavailable (state could not be saved; nothing     UNAVAILABLE          UNAVAILABLE
+      applied; retry)
     TimeoutError (a stream's deadline passed)          DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
     anything else               INTERNAL with a generic message (the traceback is logged), INTERNAL
 
@@ -54,6 +56,7 @@ from .vmx.exceptions import (
     ProfileError,
     SnapshotError,
     StateError,
+    Unavailable,
     UnknownField,
     UnknownReason,
 )
@@ -73,6 +76,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
     (Busy, grpc.StatusCode.ABORTED, "BUSY"),
     (StateError, grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
 )
 DOMAIN = "vmxsim.v1"
@@ -132,7 +136,7 @@ def rich_status(exc: BaseException) -> status_pb2.Status:
     elif isinstance(exc, LimitExceeded) and exc.quota:
         metadata["quota"] = exc.quota
         if exc.limit is not None:
-            metadata["limit"] = str(exc.limit)
+            metadata["limit"] = str(int(exc.limit) if float(exc.limit).is_integer() else exc.limit)
         quota = error_details_pb2.QuotaFailure.Violation(subject=exc.quota, description=message)
         details.append(error_details_pb2.QuotaFailure(violations=[quota]))
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)

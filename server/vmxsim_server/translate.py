@@ -88,6 +88,7 @@ def vcpu_message(entry: VcpuEntry) -> pb.Vcpu:
         vcpu_mode=_VCPU_MODES[vcpu.mode],
         current_vmcs_pointer=vcpu.current_pointer,
         exits=entry.exits,
+        l0=entry.engine.totals.l0_model or "",
     )
 
 
@@ -129,8 +130,10 @@ def batch_stats(stats: BatchStats, per_exit: bool) -> pb.BatchStats:
                 vmread=totals.vmread,
                 vmwrite=totals.vmwrite,
                 simulated_seconds=totals.simulated_seconds,
+                l0_exits=totals.l0_exits,
             )
         )
+    _l0_parts(message, stats)
     if per_exit:
         message.vmreads_per_exit.extend(stats.per_exit_vmread)
         message.vmwrites_per_exit.extend(stats.per_exit_vmwrite)
@@ -164,4 +167,23 @@ def run_summary(
     )
     for name, totals in doc["by_reason"].items():
         message.by_reason[name].CopyFrom(pb.ReasonStats(**totals))
+    _l0_parts(message, stats)
+    if doc["l0"] is not None:
+        message.l0.per_exit.CopyFrom(pb.Distribution(**doc["l0"]["per_exit"]))
     return message
+
+
+def _l0_parts(message: pb.BatchStats | pb.RunSummary, stats: BatchStats) -> None:
+    """The L0 block: L0 stats (nested modes), other instructions and panics."""
+    if stats.l0_model is not None:
+        message.l0.CopyFrom(
+            pb.L0Stats(
+                model=stats.l0_model,
+                exits=stats.l0_exits,
+                by_cause=dict(stats.l0_by_cause),
+                vmcs02_rebuilds=stats.vmcs02_rebuilds,
+                seconds=stats.l0_seconds,
+            )
+        )
+    message.other_instructions.update(stats.other)
+    message.panics.update({reason_name(n): count for n, count in stats.panics.items()})

@@ -254,6 +254,7 @@ class Vcpu(_message.Message):
     VCPU_MODE_FIELD_NUMBER: _builtins.int
     CURRENT_VMCS_POINTER_FIELD_NUMBER: _builtins.int
     EXITS_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
     vcpu_id: _builtins.str
     """The server-assigned id of this vCPU."""
     vm_id: _builtins.str
@@ -268,6 +269,8 @@ class Vcpu(_message.Message):
     """The current-VMCS pointer (VMPTRST's answer); all ones (0xFFFFFFFFFFFFFFFF) when none."""
     exits: _builtins.int
     """The number of VM exits this vCPU has handled (drive, replay and injected exits)."""
+    l0: _builtins.str
+    """L0: the L0 model its nested mode runs under (e.g. "kvm-4.17"); empty in native mode."""
     @_builtins.property
     def capabilities(self) -> Global___Capabilities:
         """The effective capabilities (every field set)."""
@@ -283,10 +286,11 @@ class Vcpu(_message.Message):
         vcpu_mode: Global___VcpuMode.ValueType = ...,
         current_vmcs_pointer: _builtins.int = ...,
         exits: _builtins.int = ...,
+        l0: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "current_vmcs_pointer", b"current_vmcs_pointer", "exits", b"exits", "mode", b"mode", "profile", b"profile", "vcpu_id", b"vcpu_id", "vcpu_mode", b"vcpu_mode", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "current_vmcs_pointer", b"current_vmcs_pointer", "exits", b"exits", "l0", b"l0", "mode", b"mode", "profile", b"profile", "vcpu_id", b"vcpu_id", "vcpu_mode", b"vcpu_mode", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -445,12 +449,17 @@ class CreateVcpuRequest(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     """The VM to create the vCPU in; empty = a new VM with the capabilities' MAXPHYADDR."""
     profile: _builtins.str
     """The hypervisor profile, e.g. "kvm", "haxm-legacy", "haxm-cache"; empty = "kvm"."""
     mode: Global___LatencyMode.ValueType
     """The latency mode; LATENCY_MODE_UNSPECIFIED = LATENCY_MODE_NATIVE."""
+    l0: _builtins.str
+    """L0: the L0 model of a nested mode, e.g. "kvm-4.17"; empty = the profile's default.
+    INVALID_ARGUMENT with the native mode or an unknown model.
+    """
     @_builtins.property
     def capabilities(self) -> Global___Capabilities:
         """VMX capabilities; absent, or any unset field, = the default."""
@@ -462,10 +471,11 @@ class CreateVcpuRequest(_message.Message):
         profile: _builtins.str = ...,
         mode: Global___LatencyMode.ValueType = ...,
         capabilities: Global___Capabilities | None = ...,
+        l0: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "mode", b"mode", "profile", b"profile", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "l0", b"l0", "mode", b"mode", "profile", b"profile", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1446,6 +1456,7 @@ class ReasonStats(_message.Message):
     VMREAD_FIELD_NUMBER: _builtins.int
     VMWRITE_FIELD_NUMBER: _builtins.int
     SIMULATED_SECONDS_FIELD_NUMBER: _builtins.int
+    L0_EXITS_FIELD_NUMBER: _builtins.int
     exits: _builtins.int
     """Exits with this reason."""
     vmread: _builtins.int
@@ -1454,6 +1465,8 @@ class ReasonStats(_message.Message):
     """VMWRITEs issued while handling them."""
     simulated_seconds: _builtins.float
     """Their simulated handling time in seconds."""
+    l0_exits: _builtins.int
+    """L0: L1 instructions the L0 model intercepted while handling them (nested modes)."""
     def __init__(
         self,
         *,
@@ -1461,10 +1474,11 @@ class ReasonStats(_message.Message):
         vmread: _builtins.int = ...,
         vmwrite: _builtins.int = ...,
         simulated_seconds: _builtins.float = ...,
+        l0_exits: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "simulated_seconds", b"simulated_seconds", "vmread", b"vmread", "vmwrite", b"vmwrite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exits", b"exits", "l0_exits", b"l0_exits", "simulated_seconds", b"simulated_seconds", "vmread", b"vmread", "vmwrite", b"vmwrite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1497,6 +1511,46 @@ class BatchStats(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OtherInstructionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PanicsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SEQUENCE_FIELD_NUMBER: _builtins.int
     EXITS_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
@@ -1507,6 +1561,9 @@ class BatchStats(_message.Message):
     VMREADS_PER_EXIT_FIELD_NUMBER: _builtins.int
     VMWRITES_PER_EXIT_FIELD_NUMBER: _builtins.int
     LATENCY_SECONDS_PER_EXIT_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
+    OTHER_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    PANICS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The batch's ExitBatch.sequence."""
     exits: _builtins.int
@@ -1539,6 +1596,20 @@ class BatchStats(_message.Message):
         asked for.
         """
 
+    @_builtins.property
+    def l0(self) -> Global___L0Stats:
+        """L0: what the L0 model saw in this batch; absent in native mode."""
+
+    @_builtins.property
+    def other_instructions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: L1 instructions other than VMX ones, by op (e.g. "WRMSR")."""
+
+    @_builtins.property
+    def panics(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: exits whose handler stops the VM (the profile marks it panic), by exit-reason name;
+        not counted in exits.
+        """
+
     def __init__(
         self,
         *,
@@ -1552,10 +1623,13 @@ class BatchStats(_message.Message):
         vmreads_per_exit: _abc.Iterable[_builtins.int] | None = ...,
         vmwrites_per_exit: _abc.Iterable[_builtins.int] | None = ...,
         latency_seconds_per_exit: _abc.Iterable[_builtins.float] | None = ...,
+        l0: Global___L0Stats | None = ...,
+        other_instructions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        panics: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "l0", b"l0"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "exits", b"exits", "instructions", b"instructions", "latency_seconds_per_exit", b"latency_seconds_per_exit", "sequence", b"sequence", "simulated_seconds", b"simulated_seconds", "vmreads_per_exit", b"vmreads_per_exit", "vmwrites_per_exit", b"vmwrites_per_exit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "exits", b"exits", "instructions", b"instructions", "l0", b"l0", "latency_seconds_per_exit", b"latency_seconds_per_exit", "other_instructions", b"other_instructions", "panics", b"panics", "sequence", b"sequence", "simulated_seconds", b"simulated_seconds", "vmreads_per_exit", b"vmreads_per_exit", "vmwrites_per_exit", b"vmwrites_per_exit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1696,6 +1770,46 @@ class RunSummary(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OtherInstructionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PanicsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROFILE_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     MODE_NAME_FIELD_NUMBER: _builtins.int
@@ -1707,6 +1821,9 @@ class RunSummary(_message.Message):
     CACHE_FIELD_NUMBER: _builtins.int
     SIMULATED_SECONDS_FIELD_NUMBER: _builtins.int
     BY_REASON_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
+    OTHER_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    PANICS_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     """The hypervisor profile, e.g. "kvm"."""
     mode: Global___LatencyMode.ValueType
@@ -1739,6 +1856,18 @@ class RunSummary(_message.Message):
     def by_reason(self) -> _containers.MessageMap[_builtins.str, Global___ReasonStats]:
         """Per exit-reason totals, keyed by exit-reason name."""
 
+    @_builtins.property
+    def l0(self) -> Global___L0Stats:
+        """L0: what the L0 model saw; absent in native mode."""
+
+    @_builtins.property
+    def other_instructions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: L1 instructions other than VMX ones, by op (e.g. "WRMSR")."""
+
+    @_builtins.property
+    def panics(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """L0: exits whose handler stops the VM, by exit-reason name; not counted in exits."""
+
     def __init__(
         self,
         *,
@@ -1753,14 +1882,87 @@ class RunSummary(_message.Message):
         cache: Global___CacheCounts | None = ...,
         simulated_seconds: _builtins.float = ...,
         by_reason: _abc.Mapping[_builtins.str, Global___ReasonStats] | None = ...,
+        l0: Global___L0Stats | None = ...,
+        other_instructions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        panics: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "instructions", b"instructions", "per_exit", b"per_exit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "instructions", b"instructions", "l0", b"l0", "per_exit", b"per_exit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache", b"cache", "exits", b"exits", "instructions", b"instructions", "mode", b"mode", "mode_name", b"mode_name", "per_exit", b"per_exit", "profile", b"profile", "simulated_seconds", b"simulated_seconds", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reason", b"by_reason", "cache", b"cache", "exits", b"exits", "instructions", b"instructions", "l0", b"l0", "mode", b"mode", "mode_name", b"mode_name", "other_instructions", b"other_instructions", "panics", b"panics", "per_exit", b"per_exit", "profile", b"profile", "simulated_seconds", b"simulated_seconds", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunSummary: _TypeAlias = RunSummary  # noqa: Y015
+
+@_typing.final
+class L0Stats(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    L0: nested virtualization at two levels (the outer hypervisor's view of L1's instructions)
+
+    The L1 instructions an L0 model intercepted, and what they cost in L0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByCauseEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    EXITS_FIELD_NUMBER: _builtins.int
+    BY_CAUSE_FIELD_NUMBER: _builtins.int
+    VMCS02_REBUILDS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    PER_EXIT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The L0 model, e.g. "kvm-4.17"."""
+    exits: _builtins.int
+    """L1 instructions that exited to L0 (VMLAUNCH/VMRESUME of L2 included)."""
+    vmcs02_rebuilds: _builtins.int
+    """L2 entries on which L0 rebuilt vmcs02 in full (dirty vmcs12 or a new vmcs02)."""
+    seconds: _builtins.float
+    """Simulated time L0 spent on them in seconds (the nested base excluded)."""
+    @_builtins.property
+    def by_cause(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Those exits by cause, e.g. "VMREAD", "WRMSR", "MOV_CR"."""
+
+    @_builtins.property
+    def per_exit(self) -> Global___Distribution:
+        """L0 exits per L2 exit; set in run summaries only."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        exits: _builtins.int = ...,
+        by_cause: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        vmcs02_rebuilds: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+        per_exit: Global___Distribution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["per_exit", b"per_exit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_cause", b"by_cause", "exits", b"exits", "model", b"model", "per_exit", b"per_exit", "seconds", b"seconds", "vmcs02_rebuilds", b"vmcs02_rebuilds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___L0Stats: _TypeAlias = L0Stats  # noqa: Y015
 
 @_typing.final
 class DriveRequest(_message.Message):
@@ -1858,6 +2060,7 @@ class ReplayStart(_message.Message):
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     UNKNOWN_REASONS_FIELD_NUMBER: _builtins.int
+    L0_FIELD_NUMBER: _builtins.int
     vcpu_id: _builtins.str
     """An existing vCPU to replay on; empty = the server creates a temporary vCPU with `profile`
     and `mode` and deletes it when the stream ends.
@@ -1878,6 +2081,8 @@ class ReplayStart(_message.Message):
     """
     skipped: _builtins.int
     """Malformed trace lines the client skipped before the first batch."""
+    l0: _builtins.str
+    """L0: the L0 model of the temporary vCPU (see CreateVcpuRequest.l0); ignored with `vcpu_id`."""
     @_builtins.property
     def unknown_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Exits the client could not map to a reason number before the first batch, by name."""
@@ -1892,10 +2097,11 @@ class ReplayStart(_message.Message):
         resume_token: _builtins.str = ...,
         skipped: _builtins.int = ...,
         unknown_reasons: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        l0: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "per_exit", b"per_exit", "profile", b"profile", "resume_token", b"resume_token", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons", "vcpu_id", b"vcpu_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["l0", b"l0", "mode", b"mode", "per_exit", b"per_exit", "profile", b"profile", "resume_token", b"resume_token", "skipped", b"skipped", "unknown_reasons", b"unknown_reasons", "vcpu_id", b"vcpu_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

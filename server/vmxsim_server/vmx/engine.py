@@ -1,14 +1,8 @@
 """The VM-entry/exit engine: runs exits through a hypervisor profile, its cache and a latency model.
 
-Per exit (DESIGN.md "The core" 7):
-1. the processor writes the exit information into the current VMCS (``write_exit_information``);
-2. the profile's accesses run through its cache, in order: ``after_exit``; with ``reload_vmcs``
-   VMCLEAR+VMXOFF; the reason's handler (each executed VMREAD/VMWRITE wrapped in
-   VMXON+VMPTRLD ... VMCLEAR+VMXOFF when ``handler_vmcs_loaded`` is false and the VMCS was put
-   away); with ``reload_vmcs`` VMXON+VMPTRLD; ``after_user_exit`` when the handler returned to user
-   space; ``before_entry``; the flush of write-back fields, last;
-3. VM entry;
-4. the exit's counts and simulated latency are accumulated.
+Per exit (DESIGN.md "The core" 7, compiled by ``plans.py``): the processor writes the exit
+information into the VMCS; the profile's accesses run through its cache (and, nested, through the
+L0 model); the flush; VM entry; the exit's counts and simulated latency are accumulated.
 
 Each batch starts with a real VMRESUME (or VMLAUNCH) on the vCPU, with every VM-entry check, and
 ends in VMX root operation right after its last exit, so a harness can VMREAD the exit
@@ -16,38 +10,44 @@ information between batches. Inside a batch the handlers' writes store the value
 holds (GUEST_RIP advances by the instruction length), so no field a VM-entry check reads changes
 and the checks that passed at the batch's entry hold for every entry in it.
 
-Speed: the count of an exit depends only on its reason and a small cache state (valid entries
-that survive exits, write-if-changed fields already written, a pending user-exit), so each
-(reason, state) pair is compiled once with bitmask operations into an ``_Plan`` and every later
-exit is a dictionary look-up. Exit information values are still written into the VMCS exactly.
-
-Model rule for write-if-changed fields: a handler's write of guest state carries new state (it
-is always issued); a write of control or host state re-asserts its configured value, so it is
-issued once (the first time) and skipped afterwards.
+Speed: an exit's counts depend only on its reason and a small state (cache entries that survive
+exits, write-if-changed fields already written, a pending user exit, L0's state), compiled once per
+(state, reason) into a plan. A batch is counted as transitions (``aggregate.py``): where the state
+an exit leaves depends only on its reason (true once every reason has been seen, since the
+surviving cache state only grows), the plan of exit i is a function of the pair (reason i-1,
+reason i), so the batch is a ``bincount`` over pair codes times the plans' counts; exits before
+that point are walked one at a time. The last exit's information is still written into the VMCS
+exactly, and GUEST_RIP as the exits left it.
 """
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-from .cache import KEEP_ON_EXIT, Counters
+import numpy as np
+
+from .aggregate import plan_indices
+from .cache import Counters
 from .entry_checks import valid_state
 from .exceptions import InvalidArgument, StateError
-from .fields import BY_NAME, Field, Kind, mask_of
-from .latency import SHADOWED_FIELDS, LatencyModel
-from .profiles import Handler, Profile, Section
+from .fields import BY_NAME
+from .latency import LatencyModel
+from .plans import INITIAL_STATE, Plan, PlanTable, State
+from .profiles import Profile
 from .records import COLUMNS, ExitBatch
 from .vcpu import Mode, Outcome, Vcpu
 from .vmcs import LaunchState
 
 __all__ = ["BatchStats", "Engine", "ReasonTotals"]
 
-_SHADOW_MASK = mask_of(SHADOWED_FIELDS)
 _RIP = BY_NAME["GUEST_RIP"]
 _U64 = (1 << 64) - 1
+_COUNTER_NAMES = tuple(Counters.__dataclass_fields__)
 
 
 def _free_pages(vcpu: Vcpu, count: int) -> list[int]:
@@ -64,52 +64,25 @@ def _free_pages(vcpu: Vcpu, count: int) -> list[int]:
     return pages
 
 
-@dataclass(eq=False, slots=True)
-class _Plan:
-    """The compiled effect of one exit of one reason in one cache state.
-
-    ``next_row`` is the plan table of the state this exit leaves (reason -> plan), so running an
-    exit is one dictionary look-up; ``index`` numbers the plan for counting occurrences.
-    """
-
-    reason: int
-    vmread: int
-    vmwrite: int
-    vmptrld: int
-    vmclear: int
-    vmxon: int
-    vmxoff: int
-    hits: int
-    misses: int
-    shadowed: int
-    seconds: float
-    advances_rip: bool
-    next_state: tuple[int, int, bool]
-    index: int
-    next_row: _Row
-
-
-@dataclass(eq=False, slots=True)
-class _Row:
-    """A cache state and the plans compiled from it so far, by exit reason."""
-
-    state: tuple[int, int, bool]
-    plans: dict[int, _Plan] = field(default_factory=dict)
-
-
 @dataclass
 class ReasonTotals:
-    """Per exit reason: exits, VMREADs, VMWRITEs and simulated seconds."""
+    """Per exit reason: exits, VMREADs, VMWRITEs, simulated seconds and L0 exits."""
 
     exits: int = 0
     vmread: int = 0
     vmwrite: int = 0
     simulated_seconds: float = 0.0
+    l0_exits: int = 0
 
 
 @dataclass
 class BatchStats:
-    """Exact counts of a run of exits (one batch, or accumulated over many)."""
+    """Exact counts of a run of exits (one batch, or accumulated over many).
+
+    ``counters`` are the VMX instructions (and cache hits/misses); ``other`` the other L1
+    instructions by op; ``l0_*`` what the L0 model saw (nested modes; ``l0_model`` is None in
+    native mode); ``panics`` exits by reason whose handler stops the VM (not in ``exits``).
+    """
 
     exits: int = 0
     counters: Counters = field(default_factory=Counters)
@@ -122,6 +95,14 @@ class BatchStats:
     per_exit_vmwrite: list[int] = field(default_factory=list)
     per_exit_seconds: list[float] = field(default_factory=list)
     sequence: int = 0
+    other: Counter[str] = field(default_factory=Counter)
+    l0_model: str | None = None
+    l0_exits: int = 0
+    l0_by_cause: Counter[str] = field(default_factory=Counter)
+    l0_hist: Counter[int] = field(default_factory=Counter)
+    l0_seconds: float = 0.0
+    vmcs02_rebuilds: int = 0
+    panics: Counter[int] = field(default_factory=Counter)
 
     def add(self, other: BatchStats) -> None:
         """Accumulate another run (per-exit lists are not carried over)."""
@@ -134,100 +115,54 @@ class BatchStats:
             mine.vmread += totals.vmread
             mine.vmwrite += totals.vmwrite
             mine.simulated_seconds += totals.simulated_seconds
-        self.vmread_hist.update(other.vmread_hist)
-        self.vmwrite_hist.update(other.vmwrite_hist)
-        self.latency_hist.update(other.latency_hist)
+            mine.l0_exits += totals.l0_exits
+        for name in ("vmread_hist", "vmwrite_hist", "latency_hist", "other", "l0_by_cause"):
+            getattr(self, name).update(getattr(other, name))
+        self.l0_hist.update(other.l0_hist)
+        self.panics.update(other.panics)
+        self.l0_model = self.l0_model or other.l0_model
+        self.l0_exits += other.l0_exits
+        self.l0_seconds += other.l0_seconds
+        self.vmcs02_rebuilds += other.vmcs02_rebuilds
         self.sequence = max(self.sequence, other.sequence)
 
 
-class _Compiler:
-    """Counts one exit field by field with masks; the result becomes a ``_Plan``."""
-
-    def __init__(self, profile: Profile, state: tuple[int, int, bool]) -> None:
-        self.profile = profile
-        policy = profile.policy
-        self.read_mask, self.write_mask, self.changed_mask = (
-            policy.read_mask,
-            policy.write_mask,
-            policy.changed_mask,
+def _as_column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
+    """A column as an unsigned 64-bit array (zero-copy for arrays and buffers), checked against
+    its length and range in vectorised passes; ``InvalidArgument`` names the first bad value."""
+    if len(values) != n:
+        raise InvalidArgument(
+            f"column {name} has {len(values)} values for {n} exits (give all or none)"
         )
-        valid, self.asserted, _ = state
-        self.valid = valid & KEEP_ON_EXIT  # the exit invalidates guest and exit-info entries
-        self.dirty = 0
-        self.advances_rip = False
-        self.c = Counters()
-        self.shadowed = 0
+    if not n:
+        return np.zeros(0, dtype=np.uint64)
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind not in "iu":
+            raise TypeError
+        if array.dtype.kind == "i" and n and array.min() < 0:
+            raise OverflowError
+        array = array.astype(np.uint64, copy=False)
+    except (OverflowError, TypeError, ValueError):
+        array = None
+    if array is None or (limit < _U64 and n and int(array.max()) > limit):
+        bad = next(v for v in values if not _in_range(v, limit))
+        raise InvalidArgument(f"{name} value {bad} is outside 0..{limit:#x}")
+    return array
 
-    def _executed(self, f: Field, wrapped: bool, write: bool) -> None:
-        if write:
-            self.c.vmwrite += 1
-        else:
-            self.c.vmread += 1
-        if _SHADOW_MASK >> f.bit & 1:
-            self.shadowed += 1
-        if wrapped:  # HAXM's vmread()/vmwrite() with the VMCS put away: load_vmcs ... put_vmcs
-            self._load_put()
 
-    def _load_put(self) -> None:
-        self.c.vmxon += 1
-        self.c.vmptrld += 1
-        self.c.vmclear += 1
-        self.c.vmxoff += 1
+def _in_range(value: Any, limit: int) -> bool:
+    try:
+        return 0 <= operator.index(value) <= limit
+    except TypeError:
+        return False
 
-    def read(self, f: Field, wrapped: bool) -> None:
-        bit = 1 << f.bit
-        if self.read_mask & bit:
-            if self.valid & bit:
-                self.c.hits += 1
-                return
-            self.c.misses += 1
-            self.valid |= bit
-        self._executed(f, wrapped, write=False)
 
-    def write(self, f: Field, wrapped: bool) -> None:
-        bit = 1 << f.bit
-        if f is _RIP:
-            self.advances_rip = True
-        if self.write_mask & bit:
-            self.dirty |= bit
-            self.valid |= bit & self.read_mask
-            return
-        if self.changed_mask & bit:
-            if f.kind is not Kind.GUEST and self.asserted & bit:
-                self.c.hits += 1
-                return
-            self.asserted |= bit
-        self.valid |= bit & self.read_mask
-        self._executed(f, wrapped, write=True)
-
-    def section(self, section: Section, wrapped: bool = False) -> None:
-        for f in section.reads:
-            self.read(f, wrapped)
-        for f in section.writes:
-            self.write(f, wrapped)
-
-    def run(self, handler: Handler) -> bool:
-        """Count the whole exit; returns whether the handler returned to user space."""
-        profile = self.profile
-        self.section(profile.after_exit)
-        if profile.reload_vmcs:  # put_vmcs right after the exit
-            self.c.vmclear += 1
-            self.c.vmxoff += 1
-        unloaded = profile.reload_vmcs and not profile.handler_vmcs_loaded
-        executed = self.c.vmread + self.c.vmwrite
-        self.section(handler, wrapped=unloaded and not handler.wrap_once)
-        if unloaded and handler.wrap_once and self.c.vmread + self.c.vmwrite > executed:
-            self._load_put()
-        if profile.reload_vmcs:  # load_vmcs at the top of the next run
-            self.c.vmxon += 1
-            self.c.vmptrld += 1
-        if handler.user_exit:
-            self.section(profile.after_user_exit)
-        self.section(profile.before_entry)
-        dirty = self.dirty  # the flush: one VMWRITE per dirty field, the last step before entry
-        self.c.vmwrite += dirty.bit_count()
-        self.shadowed += (dirty & _SHADOW_MASK).bit_count()
-        return handler.user_exit
+_COLUMN_LIMITS = {
+    "reason": 0xFFFF, "rip": _U64, "qualification": _U64, "info2": 0xFFFF_FFFF,
+    "intr_info": 0xFFFF_FFFF, "error_code": 0xFFFF_FFFF, "guest_physical_address": _U64,
+    "instruction_len": 0xFFFF_FFFF,
+}  # fmt: skip
 
 
 class Engine:
@@ -237,10 +172,10 @@ class Engine:
         self.vcpu = vcpu
         self.profile = profile
         self.latency = latency
-        self.totals = BatchStats()
-        self._rows: dict[tuple[int, int, bool], _Row] = {}
-        self._plans: list[_Plan] = []
-        self._row = self._row_of((0, 0, False))
+        self.l0 = latency.l0_for(profile)
+        self.totals = BatchStats(l0_model=self.l0.name if self.l0 else None)
+        self.plans = PlanTable(profile, latency, self.l0)
+        self._row = self.plans.row_of(INITIAL_STATE)
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -278,105 +213,72 @@ class Engine:
     @property
     def cache_state(self) -> tuple[int, int, bool]:
         """The cache state the next exit starts in: (valid mask, asserted mask, user exit)."""
+        valid, asserted, user_exit, _ = self._row.state
+        return valid, asserted, user_exit
+
+    @property
+    def state(self) -> State:
+        """The whole state the next exit starts in (cache state and L0 state)."""
         return self._row.state
 
     def resume_from(self, totals: BatchStats, cache_state: tuple[int, int, bool]) -> None:
-        """Continue an earlier run: its totals and its cache state (a restored snapshot)."""
+        """Continue an earlier run: its totals and its cache state (a restored snapshot). L0's
+        state at an exit boundary is always the one after an entry (``l0.AFTER_ENTRY``)."""
         self.totals = totals
-        self._row = self._row_of(cache_state)
-
-    # --- compilation ---------------------------------------------------------------------------
-
-    def _row_of(self, state: tuple[int, int, bool]) -> _Row:
-        row = self._rows.get(state)
-        if row is None:
-            row = self._rows[state] = _Row(state)
-        return row
-
-    def _compile(self, reason: int, state: tuple[int, int, bool]) -> _Plan:
-        compiler = _Compiler(self.profile, state)
-        user_exit = compiler.run(self.profile.handler(reason))
-        c = compiler.c
-        seconds = self.latency.exit_seconds(
-            reason, c.vmread, c.vmwrite, c.vmptrld, c.vmclear, c.vmxon + c.vmxoff,
-            compiler.shadowed,
-        )  # fmt: skip
-        next_state = (compiler.valid, compiler.asserted, user_exit)
-        plan = _Plan(
-            reason, c.vmread, c.vmwrite, c.vmptrld, c.vmclear, c.vmxon, c.vmxoff, c.hits,
-            c.misses, compiler.shadowed, seconds, compiler.advances_rip, next_state,
-            len(self._plans), self._row_of(next_state),
-        )  # fmt: skip
-        self._plans.append(plan)
-        self._row_of(state).plans[reason] = plan
-        return plan
+        self.totals.l0_model = self.l0.name if self.l0 else None
+        self._row = self.plans.row_of((*cache_state, INITIAL_STATE[3]))
 
     # --- running -------------------------------------------------------------------------------
 
     def run_batch(self, batch: ExitBatch, per_exit: bool = False) -> BatchStats:
         """Run a batch of exits; returns its exact stats and adds them to ``totals``."""
         n = len(batch.reason)
-        columns = []
-        for name in COLUMNS:
-            column = getattr(batch, name)
-            if column and len(column) != n:
-                raise InvalidArgument(
-                    f"column {name} has {len(column)} values for {n} exits (give all or none)"
-                )
-            columns.append(column)
-        for name, column in zip(COLUMNS, columns, strict=True):
-            limit = _COLUMN_LIMITS[name]
-            if column and (min(column) < 0 or max(column) > limit):
-                bad = next(v for v in column if not 0 <= v <= limit)
-                raise InvalidArgument(f"{name} value {bad} is outside 0..{limit:#x}")
+        columns = {
+            name: _as_column(name, getattr(batch, name), n, _COLUMN_LIMITS[name])
+            for name in COLUMNS
+            if name == "reason" or len(getattr(batch, name))
+        }
         self.start()
         region = self.vcpu.current
         assert region is not None
-        plans = self._plans
-        row = self._row
-        seen: Counter[int] = Counter()
-        trail: list[_Plan] = []  # this batch's plans in order, kept only when asked per exit
-        lengths, rips = columns[7], columns[1]
+        reasons = columns["reason"]
+        rips, lengths = columns.get("rip"), columns.get("instruction_len")
         # GUEST_RIP is tracked exit by exit only when a simple formula cannot give its final
         # value: no RIP column (handlers advance it from exit to exit) or RIPs of 0 (= none given)
-        track_rip = bool(lengths) and (not rips or 0 in rips)
-        rip = region.values[_RIP.bit]
-        plan: _Plan | None = None
-        for i, reason in enumerate(batch.reason):
-            plan = row.plans.get(reason)
-            if plan is None:
-                plan = self._compile(reason, row.state)
-            seen[plan.index] += 1
-            row = plan.next_row
+        track_rip = lengths is not None and (rips is None or not bool(rips.all()))
+        counts, indices, self._row = plan_indices(self.plans, self._row, reasons)
+        plans = self.plans.plans
+        stats = _summarise(plans, counts, batch.sequence, self.totals.l0_model)
+        if n:
+            last = plans[int(indices[-1])]
+            rip = None
             if track_rip:
-                if rips and rips[i]:
-                    rip = rips[i]
-                if plan.advances_rip:
-                    rip += lengths[i]
-            if per_exit:
-                trail.append(plan)
-        self._row = row
-        if plan is not None:
-            _store_last_exit(region.values, columns, plan, rip if track_rip else None)
+                assert lengths is not None
+                rip = _tracked_rip(region.values[_RIP.bit], rips, lengths, indices, self.plans)
+            _store_last_exit(region.values, columns, last, rip)
             self.vcpu.mode = Mode.ROOT  # the last exit: its handler ran, the next batch re-enters
-        stats = _summarise(plans, seen, batch.sequence)
         if per_exit:
-            stats.per_exit_vmread = [p.vmread for p in trail]
-            stats.per_exit_vmwrite = [p.vmwrite for p in trail]
-            stats.per_exit_seconds = [p.seconds for p in trail]
+            table = self.plans.arrays()
+            stats.per_exit_vmread = table.vmread[indices].tolist()
+            stats.per_exit_vmwrite = table.vmwrite[indices].tolist()
+            stats.per_exit_seconds = table.seconds[indices].tolist()
         self.totals.add(stats)
         return stats
 
 
-_COLUMN_LIMITS = {
-    "reason": 0xFFFF, "rip": _U64, "qualification": _U64, "info2": 0xFFFF_FFFF,
-    "intr_info": 0xFFFF_FFFF, "error_code": 0xFFFF_FFFF, "guest_physical_address": _U64,
-    "instruction_len": 0xFFFF_FFFF,
-}  # fmt: skip
+def _tracked_rip(start: int, rips: Any, lengths: Any, indices: Any, plans: PlanTable) -> int:
+    """GUEST_RIP after the batch: from the last exit that gave a RIP (or the VMCS's value), each
+    later exit whose handler advances it adds its instruction length (modulo 2**64)."""
+    given = np.flatnonzero(rips) if rips is not None else np.empty(0, dtype=np.intp)
+    first = int(given[-1]) if given.size else 0
+    rip = int(rips[first]) if given.size else start
+    advances = plans.arrays().advances_rip[indices[first:]]
+    added = int(np.dot(lengths[first:].astype(np.uint64), advances.astype(np.uint64)))
+    return (rip + added) & _U64
 
 
 def _store_last_exit(
-    values: list[int], columns: list[list[int]], last: _Plan, tracked_rip: int | None
+    values: list[int], columns: dict[str, Any], last: Plan, tracked_rip: int | None
 ) -> None:
     """Leave the VMCS as the batch's exits leave it: the last exit's information, the last EPT
     exit's guest-physical address, and GUEST_RIP as the exits wrote it and their handlers advanced
@@ -386,48 +288,66 @@ def _store_last_exit(
     batch can read it, so only what survives is stored (the reference interpreter stores every
     exit's; tests check that both leave the same VMCS).
     """
-    reasons = columns[0]
-    i = len(reasons) - 1
+    reasons = columns["reason"]
     targets = (
-        ("VM_EXIT_REASON", 0), ("EXIT_QUALIFICATION", 2), ("IDT_VECTORING_INFO_FIELD", 3),
-        ("VM_EXIT_INTR_INFO", 4), ("VM_EXIT_INTR_ERROR_CODE", 5), ("VM_EXIT_INSTRUCTION_LEN", 7),
+        ("VM_EXIT_REASON", "reason"), ("EXIT_QUALIFICATION", "qualification"),
+        ("IDT_VECTORING_INFO_FIELD", "info2"), ("VM_EXIT_INTR_INFO", "intr_info"),
+        ("VM_EXIT_INTR_ERROR_CODE", "error_code"), ("VM_EXIT_INSTRUCTION_LEN", "instruction_len"),
     )  # fmt: skip
     for name, column in targets:
-        values[BY_NAME[name].bit] = columns[column][i] if columns[column] else 0
-    gpas = columns[6]
-    if gpas:
-        for j in range(i, -1, -1):
-            if reasons[j] in (48, 49):
-                values[BY_NAME["GUEST_PHYSICAL_ADDRESS"].bit] = gpas[j]
-                break
+        values[BY_NAME[name].bit] = int(columns[column][-1]) if column in columns else 0
+    gpas = columns.get("guest_physical_address")
+    if gpas is not None:
+        ept = np.flatnonzero((reasons == 48) | (reasons == 49))
+        if ept.size:
+            values[BY_NAME["GUEST_PHYSICAL_ADDRESS"].bit] = int(gpas[ept[-1]])
     if tracked_rip is not None:
         values[_RIP.bit] = tracked_rip & _U64
-    elif columns[1]:
-        advance = columns[7][i] if last.advances_rip and columns[7] else 0
-        values[_RIP.bit] = (columns[1][i] + advance) & _U64
+    elif "rip" in columns:
+        lengths = columns.get("instruction_len")
+        advance = int(lengths[-1]) if last.advances_rip and lengths is not None else 0
+        values[_RIP.bit] = (int(columns["rip"][-1]) + advance) & _U64
 
 
-def _summarise(plans: list[_Plan], seen: Counter[int], sequence: int) -> BatchStats:
-    stats = BatchStats(sequence=sequence)
+def _summarise(plans: list[Plan], counts: Any, sequence: int, l0_model: str | None) -> BatchStats:
+    """Stats from how often each plan ran: every plan count multiplied out generically (a count
+    named ``vmread`` goes to ``counters``, ``other:OP`` to ``other``, ``l0:CAUSE`` to
+    ``l0_by_cause``, ``panic`` to ``panics``; ``l0_exits``/``vmcs02_rebuilds`` to their totals)."""
+    stats = BatchStats(sequence=sequence, l0_model=l0_model)
+    totals: Counter[str] = Counter()
     c = stats.counters
-    for index, n in seen.items():
+    for index in np.flatnonzero(counts).tolist():
+        n = int(counts[index])
         plan = plans[index]
+        for key, value in plan.counts.items():
+            totals[key] += value * n
+        if plan.panic:
+            stats.panics[plan.reason] += n
+            continue
         stats.exits += n
-        c.vmread += plan.vmread * n
-        c.vmwrite += plan.vmwrite * n
-        c.vmptrld += plan.vmptrld * n
-        c.vmclear += plan.vmclear * n
-        c.vmxon += plan.vmxon * n
-        c.vmxoff += plan.vmxoff * n
-        c.hits += plan.hits * n
-        c.misses += plan.misses * n
         stats.simulated_seconds += plan.seconds * n
-        totals = stats.by_reason.setdefault(plan.reason, ReasonTotals())
-        totals.exits += n
-        totals.vmread += plan.vmread * n
-        totals.vmwrite += plan.vmwrite * n
-        totals.simulated_seconds += plan.seconds * n
-        stats.vmread_hist[plan.vmread] += n
-        stats.vmwrite_hist[plan.vmwrite] += n
+        stats.l0_seconds += plan.l0_seconds * n
+        vmread, vmwrite = plan.counts.get("vmread", 0), plan.counts.get("vmwrite", 0)
+        l0_exits = plan.counts.get("l0_exits", 0)
+        reason = stats.by_reason.setdefault(plan.reason, ReasonTotals())
+        reason.exits += n
+        reason.vmread += vmread * n
+        reason.vmwrite += vmwrite * n
+        reason.simulated_seconds += plan.seconds * n
+        reason.l0_exits += l0_exits * n
+        stats.vmread_hist[vmread] += n
+        stats.vmwrite_hist[vmwrite] += n
         stats.latency_hist[plan.seconds] += n
+        if l0_model is not None:
+            stats.l0_hist[l0_exits] += n
+    for key, n in totals.items():
+        kind, _, name = key.partition(":")
+        if kind in _COUNTER_NAMES:
+            setattr(c, kind, getattr(c, kind) + n)
+        elif kind == "other":
+            stats.other[name] += n
+        elif kind == "l0":
+            stats.l0_by_cause[name] += n
+        elif kind in ("l0_exits", "vmcs02_rebuilds"):
+            setattr(stats, kind, getattr(stats, kind) + n)
     return stats

@@ -18,7 +18,11 @@ are for input the emulator cannot even interpret, and the service maps each to o
     │   └── Busy         in use by another caller for now (e.g. a replay
     │                    still open when its resume arrives); retry     -> ABORTED
     ├── LimitExceeded    a configured limit would be exceeded           -> RESOURCE_EXHAUSTED
+    ├── Unavailable      the server could not do it now (its state
+    │                    directory could not be written); nothing was
+    │                    applied, retry                                  -> UNAVAILABLE
     └── SnapshotError    a snapshot of another version, or corrupted    -> INVALID_ARGUMENT
+        └── SnapshotTooLarge  one that inflates beyond the allowed size     -> INVALID_ARGUMENT
 
 Optional keyword attributes say what a program needs to react without parsing the message (the
 service sends them as google.rpc error details, status.py): ``reason`` (a stable UPPER_SNAKE
@@ -35,7 +39,9 @@ __all__ = [
     "NotFound",
     "ProfileError",
     "SnapshotError",
+    "SnapshotTooLarge",
     "StateError",
+    "Unavailable",
     "UnknownField",
     "UnknownReason",
     "VmxsimError",
@@ -100,7 +106,7 @@ class LimitExceeded(VmxsimError):
     """A configured limit would be exceeded; ``quota`` names it (e.g. ``"max_vcpus"``)."""
 
     def __init__(
-        self, message: str = "", *, quota: str = "", limit: int | None = None, reason: str = ""
+        self, message: str = "", *, quota: str = "", limit: float | None = None, reason: str = ""
     ) -> None:
         super().__init__(message, reason=reason)
         self.quota = quota
@@ -109,3 +115,11 @@ class LimitExceeded(VmxsimError):
 
 class SnapshotError(VmxsimError):
     """A snapshot that cannot be restored: wrong version, wrong format or corrupted."""
+
+
+class SnapshotTooLarge(SnapshotError):
+    """A snapshot whose payload inflates to more than the allowed number of bytes."""
+
+
+class Unavailable(VmxsimError):
+    """The server could not do it now (e.g. a full disk); nothing was applied, retry."""

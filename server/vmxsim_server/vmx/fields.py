@@ -30,6 +30,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .capabilities import Capabilities
 
 __all__ = [
     "ALL_FIELDS",
@@ -46,6 +50,7 @@ __all__ = [
     "kind_mask",
     "lookup",
     "mask_of",
+    "max_index",
 ]
 
 
@@ -355,3 +360,9 @@ def mask_of(names: list[str] | tuple[str, ...] | set[str] | frozenset[str]) -> i
 def kind_mask(*kinds: Kind) -> int:
     """The bitmask of every field of the given kinds."""
     return sum(1 << f.bit for f in FIELDS if f.kind in kinds)
+
+
+def max_index(caps: Capabilities) -> int:
+    """The highest index (encoding bits 9:1) of a field these capabilities offer: the value of
+    IA32_VMX_VMCS_ENUM bits 9:1 (SDM A.9)."""
+    return max(f.index for f in FIELDS if caps.offers(f.feature))

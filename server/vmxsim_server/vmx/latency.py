@@ -1,16 +1,15 @@
 """The latency model: the simulated cost of one VM exit from the VMX instructions it executed.
 
-Modes (DESIGN.md "The core" 8):
+Modes (DESIGN.md "The core" 8 and "Nested virtualization at two levels"):
 - ``native``: the hypervisor runs on hardware. An exit costs the exit+entry round trip, the
   handler's work for its reason, and the native cost of every VMREAD, VMWRITE, VMPTRLD, VMCLEAR,
-  VMXON and VMXOFF it executed.
-- ``nested``: the hypervisor is L1 under an L0 hypervisor without VMCS shadowing. An L2 exit
-  costs the nested base (reflect to L1 and resume, no VMCS traps), the handler's work, one L1->L0
-  trap round trip per VMREAD, VMWRITE, VMPTRLD and VMCLEAR, and its own term per VMXON/VMXOFF
-  (L0 tears nested state down on VMXOFF and rebuilds it on VMXON).
-- ``nested-shadow``: as nested, but VMREAD/VMWRITE of fields in L0's shadow VMCS
-  (Linux ``vmcs_shadow_fields.h``) run natively in L1 without a trap. VMPTRLD, VMCLEAR, VMXON and
-  VMXOFF always trap.
+  VMXON and VMXOFF it executed (other instructions are counted, not priced natively).
+- ``nested``: the hypervisor is L1 under an L0 model (``l0.py``): the one given (``--l0``), else
+  the profile's ``default_l0``. An L2 exit costs the L0 model's nested base, the handler's work,
+  and what the L0 model charges for each L1 instruction that exits to it (``L0Exit.cycles``:
+  round trips plus L0's work, which depends on the state earlier instructions left).
+- ``nested-shadow``: as nested, with the L0 model's VMCS-shadowing option: VMREAD/VMWRITE of the
+  fields it shadows run natively in L1 (priced as native VMREAD/VMWRITE) without an exit.
 
 Parameters come from ``latency.toml`` (or a user file of the same schema); each carries its source
 and a status (sourced, derived, assumption), which reports repeat so no assumption is hidden.
@@ -22,10 +21,12 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from .exceptions import InvalidArgument, ProfileError
 from .exit_reasons import lookup_reason
+from .l0 import L0Exit, L0Model, load_l0
+from .parameters import Parameter, parse_parameter
+from .profiles import Profile
 
 __all__ = [
     "MODES",
@@ -39,7 +40,7 @@ __all__ = [
 MODES = ("native", "nested", "nested-shadow")
 
 # Linux arch/x86/kvm/vmx/vmcs_shadow_fields.h @ 09878d15216e (shared/vmx/kvm_shadow_fields.csv):
-# the fields KVM as L0 shadows for L1. Accesses to any other field trap in nested mode.
+# the fields KVM as L0 shadows for L1 (kept for reports; the L0 models carry their own lists).
 SHADOWED_FIELDS = frozenset(
     {
         "GUEST_INTR_STATUS",
@@ -88,21 +89,8 @@ _REQUIRED = (
     "vmptrld_cycles",
     "vmclear_cycles",
     "vmxon_vmxoff_cycles",
-    "l1_trap_roundtrip_cycles",
-    "nested_l2_exit_base_cycles",
-    "vmxon_vmxoff_nested_cycles",
     "default_handler_us",
 )
-_STATUSES = ("sourced", "derived", "assumption")
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One model parameter: value, status (sourced, derived, assumption) and source."""
-
-    value: float
-    status: str
-    source: str
 
 
 @dataclass(frozen=True)
@@ -126,24 +114,6 @@ class LatencyParameters:
         return LatencyParameters(params, self.handler_us, self.path)
 
 
-def _parameter(path: str, key: str, raw: Any) -> Parameter:
-    if not isinstance(raw, dict):
-        raise ProfileError(path, key, "must be a table with value, status and source")
-    unknown = set(raw) - {"value", "status", "source"}
-    if unknown:
-        raise ProfileError(path, key, f"unknown keys {sorted(unknown)}")
-    value = raw.get("value")
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ProfileError(path, f"{key}.value", "must be a non-negative number")
-    status = raw.get("status")
-    if status not in _STATUSES:
-        raise ProfileError(path, f"{key}.status", f"must be one of {', '.join(_STATUSES)}")
-    source = raw.get("source")
-    if not isinstance(source, str) or not source.strip():
-        raise ProfileError(path, f"{key}.source", "must name the source (or why it is assumed)")
-    return Parameter(float(value), status, source)
-
-
 def load_parameters(path: str | Path | None = None) -> LatencyParameters:
     """Load and validate a latency parameter file (default: the bundled ``latency.toml``)."""
     if path is None:
@@ -165,7 +135,9 @@ def load_parameters(path: str | Path | None = None) -> LatencyParameters:
     if unknown:
         raise ProfileError(where, "-", f"unknown top-level keys {sorted(unknown)}")
     raw_params = data.get("params", {})
-    params = {name: _parameter(where, f"params.{name}", raw) for name, raw in raw_params.items()}
+    params = {
+        name: parse_parameter(where, f"params.{name}", raw) for name, raw in raw_params.items()
+    }
     missing = [name for name in _REQUIRED if name not in params]
     if missing:
         raise ProfileError(where, "params", f"missing {', '.join(missing)}")
@@ -174,18 +146,32 @@ def load_parameters(path: str | Path | None = None) -> LatencyParameters:
         reason = lookup_reason(name)
         if reason is None:
             raise ProfileError(where, f"handler_us.{name}", "unknown exit reason")
-        handler_us[reason.number] = _parameter(where, f"handler_us.{name}", raw)
+        handler_us[reason.number] = parse_parameter(where, f"handler_us.{name}", raw)
     return LatencyParameters(params, handler_us, where)
 
 
 class LatencyModel:
-    """Prices an exit's instruction counts in seconds for one mode."""
+    """Prices an exit in seconds for one mode (and, nested, one L0 model)."""
 
-    def __init__(self, mode: str, parameters: LatencyParameters | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        parameters: LatencyParameters | None = None,
+        l0: str | L0Model | None = None,
+    ) -> None:
         if mode not in MODES:
             raise InvalidArgument(f"unknown latency mode {mode!r} (one of {', '.join(MODES)})")
+        if mode == "native" and l0:
+            raise InvalidArgument("an L0 model applies to the nested modes only, not native")
         self.mode = mode
+        self.nested = mode != "native"
+        self.shadow = mode == "nested-shadow"
         self.parameters = p = parameters if parameters is not None else load_parameters()
+        self._l0 = l0
+        if isinstance(l0, str):
+            self._check(load_l0(l0))
+        elif l0 is not None:
+            self._check(l0)
         self.clock_hz = p["clock_hz"]
         roundtrip = p["exit_entry_roundtrip_cycles"]
         default = max(0.0, p["default_handler_us"] * 1e-6 * self.clock_hz)
@@ -194,23 +180,33 @@ class LatencyModel:
             for number, param in p.handler_us.items()
         }
         self._default_handler_cycles = default
-        nested = mode != "native"
-        self.base_cycles = p["nested_l2_exit_base_cycles"] if nested else roundtrip
-        trap = p["l1_trap_roundtrip_cycles"]
-        # cycles per instruction: (vmread, vmwrite, vmptrld, vmclear, vmxon + vmxoff, shadowed)
-        if nested:
-            self.unit_cycles = (trap, trap, trap, trap, p["vmxon_vmxoff_nested_cycles"])
-        else:
-            self.unit_cycles = (
-                p["vmread_cycles"],
-                p["vmwrite_cycles"],
-                p["vmptrld_cycles"],
-                p["vmclear_cycles"],
-                p["vmxon_vmxoff_cycles"],
-            )
-        # a shadowed VMREAD/VMWRITE runs natively in L1 (nested-shadow only)
-        self.shadowed_cycles = (p["vmread_cycles"] + p["vmwrite_cycles"]) / 2
-        self.uses_shadow = mode == "nested-shadow"
+        self.roundtrip_cycles = roundtrip
+        # native cycles per instruction: (vmread, vmwrite, vmptrld, vmclear, vmxon + vmxoff)
+        self.unit_cycles = (
+            p["vmread_cycles"],
+            p["vmwrite_cycles"],
+            p["vmptrld_cycles"],
+            p["vmclear_cycles"],
+            p["vmxon_vmxoff_cycles"],
+        )
+
+    @property
+    def l0_name(self) -> str | None:
+        """The L0 model asked for (``--l0``), or None: each profile's ``default_l0``."""
+        return self._l0 if isinstance(self._l0, str) or self._l0 is None else self._l0.name
+
+    def _check(self, model: L0Model) -> L0Model:
+        if self.shadow and not model.shadow_available:
+            raise InvalidArgument(f"L0 model {model.name} has no VMCS-shadowing option")
+        return model
+
+    def l0_for(self, profile: Profile) -> L0Model | None:
+        """The L0 model a profile runs under in this mode; None in native mode."""
+        if not self.nested:
+            return None
+        if isinstance(self._l0, L0Model):
+            return self._l0
+        return self._check(load_l0(self._l0 or profile.default_l0))
 
     def handler_cycles(self, reason: int) -> float:
         """Handler work for a basic exit reason, in cycles."""
@@ -224,32 +220,39 @@ class LatencyModel:
         vmptrld: int,
         vmclear: int,
         vmxon_vmxoff: int,
-        shadowed: int = 0,
+        l0: L0Exit | None = None,
     ) -> float:
-        """Cycles of one exit. ``shadowed`` of the VMREADs+VMWRITEs hit L0's shadow VMCS."""
+        """Cycles of one exit. Native: the round trip, the handler and every VMX instruction at its
+        native price. Nested (``l0`` given): the L0 model's base, the handler, L0's cycles for the
+        instructions that exited to it, and the shadowed VMREADs/VMWRITEs at their native price."""
         r, w, p, c, x = self.unit_cycles
-        if not self.uses_shadow:
-            shadowed = 0
-        trapped_rw = vmread * r + vmwrite * w - shadowed * r
+        if l0 is not None:
+            return (
+                l0.model.base_cycles(l0.shadow)
+                + self.handler_cycles(reason)
+                + l0.cycles
+                + l0.native_reads * r
+                + l0.native_writes * w
+            )
         return (
-            self.base_cycles
+            self.roundtrip_cycles
             + self.handler_cycles(reason)
-            + trapped_rw
-            + shadowed * self.shadowed_cycles
+            + vmread * r
+            + vmwrite * w
             + vmptrld * p
             + vmclear * c
             + vmxon_vmxoff * x
         )
 
-    def exit_seconds(self, *args: int) -> float:
-        """Seconds of one exit (same arguments as ``exit_cycles``)."""
-        return self.exit_cycles(*args) / self.clock_hz
-
-    def assumptions(self) -> dict[str, str]:
-        """Parameters whose value is an assumption, with the reason given for it."""
+    def assumptions(self, profile: Profile | None = None) -> dict[str, str]:
+        """Parameters whose value is an assumption, with the reason given for it (with a profile
+        in a nested mode, its L0 model's too, as ``l0.<name>.<parameter>``)."""
         found = {
             name: param.source
             for name, param in self.parameters.params.items()
             if param.status == "assumption"
         }
+        model = self.l0_for(profile) if profile is not None else None
+        if model is not None:
+            found.update({f"l0.{model.name}.{k}": v for k, v in model.assumptions().items()})
         return found

@@ -7,11 +7,33 @@ functions it was read from) holds:
 - ``run.handler_vmcs_loaded``: when false, each VMREAD/VMWRITE a handler actually executes is
   wrapped in its own VMXON+VMPTRLD ... VMCLEAR+VMXOFF (HAXM's ``vmread``/``vmwrite`` helpers);
 - ``cache``: the cache policy (``read``, ``write``, ``write_if_changed`` field lists);
+- ``default_l0``: the L0 model (``l0/<name>.toml``) that mode ``nested`` runs this profile under
+  when no ``--l0`` is given (the L0 its sources were measured on); ``kvm-4.17`` when absent;
 - ``after_exit``, ``before_entry``, ``after_user_exit``: reads then writes on every exit, before
-  every entry, and before the first entry after a handler returned to user space;
-- ``handlers.<REASON>`` (and ``handlers.default``): the handler's reads, writes, ``user_exit``, and
-  ``wrap`` ("each" or "once": how a handler running with the VMCS put away reloads it).
+  every entry, and before the first entry after a handler returned to user space (per return to
+  user space);
+- ``handlers.<REASON>`` (and ``handlers.default``): the handler's reads, writes, ``user_exit``,
+  ``wrap`` ("each" or "once": how a handler running with the VMCS put away reloads it) and
+  ``panic`` (the hypervisor has no handler: it dumps the VMCS and stops the VM, see below),
+  ``entry_read``/``entry_write`` (this reason's accesses made on the way to the next entry with
+  the VMCS loaded, never wrapped: run right before ``before_entry``, e.g. HAXM's injection after
+  an interrupt window) and an optional ``source`` (a citation for the handler as a whole);
+- ``vmcs_load`` / ``vmcs_put``: ``instructions`` executed by every VMCS load (before its VMXON +
+  VMPTRLD) and every put (after its VMCLEAR + VMXOFF): each ``run.reload_vmcs`` reload and each
+  handler wrap (HAXM's ``cpu_vmxroot_enter``/``cpu_vmxroot_leave``).
+Every access section and handler may list ``instructions = [{op, operand, count, source}, ...]``:
+non-VMX instructions an L0 may intercept (ops and MSR names: ``l1_instructions.py``), executed
+after the section's reads and writes, ``count`` times each (default 1). ``source`` is required on
+every row (file and function, at the profile's commit). VMX instructions are never rows: they
+follow from the field lists and ``run``.
 A list may name a field several times: without a cache each occurrence is one instruction.
+
+A panicking handler (``panic = true``) is not an exit the model can price: the hypervisor stops
+the VM (HAXM's ``null_handler`` / missing handler -> ``dump_vmcs`` and a VM panic). The engine
+counts such exits apart, under ``panics`` by reason, and runs nothing for them: they add no
+instructions, no simulated time, no exits to ``exits``/``by_reason``, and leave cache and L0 state
+as they were (a replay of a trace recorded on another hypervisor shows how often this one would
+have died instead of hiding it in an average).
 
 ``load_profile`` accepts a bundled name or a path and reports every problem as a ``ProfileError``
 naming the file, the key and the problem.
@@ -29,9 +51,12 @@ from .cache import CachePolicy
 from .exceptions import InvalidArgument, ProfileError, UnknownField
 from .exit_reasons import lookup_reason
 from .fields import BY_NAME, Field, Kind
+from .l1_instructions import OPS, VMX_OPS, operand_of
 
 __all__ = [
+    "DEFAULT_L0",
     "Handler",
+    "Instruction",
     "Profile",
     "Section",
     "Source",
@@ -41,10 +66,13 @@ __all__ = [
 ]
 
 _TOP_KEYS = {
-    "schema", "name", "title", "description", "sources", "run", "cache",
-    "after_exit", "before_entry", "after_user_exit", "handlers",
+    "schema", "name", "title", "description", "sources", "run", "cache", "default_l0",
+    "after_exit", "before_entry", "after_user_exit", "handlers", "vmcs_load", "vmcs_put",
 }  # fmt: skip
 _SOURCE_KEYS = {"repo", "commit", "path", "functions", "note"}
+_INSTRUCTION_KEYS = {"op", "operand", "count", "source"}
+DEFAULT_L0 = "kvm-4.17"
+"""The L0 model of a profile that names none (the seed's host: Ubuntu 18.04, Linux 4.17)."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +86,27 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Instruction:
+    """A non-VMX L1 instruction an L0 may intercept: op, normalised operand, count, source."""
+
+    op: str
+    operand: str | None
+    count: int
+    source: str
+
+    @property
+    def cause(self) -> str:
+        """The L0 exit cause this instruction is counted under (``l1_instructions.OPS``)."""
+        return OPS[self.op].cause
+
+
+@dataclass(frozen=True)
 class Section:
-    """Reads then writes, as fields (a field may repeat)."""
+    """Reads then writes, as fields (a field may repeat), then other instructions."""
 
     reads: tuple[Field, ...] = ()
     writes: tuple[Field, ...] = ()
+    instructions: tuple[Instruction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +117,9 @@ class Handler(Section):
 
     user_exit: bool = False
     wrap_once: bool = False
+    panic: bool = False
+    entry: Section = Section()
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +139,9 @@ class Profile:
     handlers: dict[int, Handler]
     default: Handler
     path: str
+    vmcs_load: Section = Section()
+    vmcs_put: Section = Section()
+    default_l0: str = DEFAULT_L0
 
     def handler(self, reason: int) -> Handler:
         """The handler for a basic exit reason (``default`` when it has none of its own)."""
@@ -142,20 +192,72 @@ class _Reader:
             found.append(field)
         return tuple(found)
 
-    def section(self, data: dict[str, Any], key: str) -> Section:
-        table = self.table(data, key, {"read", "write"})
-        return Section(self.fields(table, f"{key}.read"), self.fields(table, f"{key}.write", True))
+    def instructions(self, data: dict[str, Any], key: str) -> tuple[Instruction, ...]:
+        value = data.get(key.rsplit(".", 1)[-1], [])
+        if not isinstance(value, list):
+            raise self.fail(key, "must be a list of {op, operand, count, source} tables")
+        found = []
+        for i, row in enumerate(value):
+            where = f"{key}[{i}]"
+            if not isinstance(row, dict):
+                raise self.fail(where, "must be a table {op = ..., source = ...}")
+            unknown = set(row) - _INSTRUCTION_KEYS
+            if unknown:
+                raise self.fail(where, f"unknown keys {sorted(unknown)}")
+            name = row.get("op")
+            op = OPS.get(name) if isinstance(name, str) else None
+            if op is None or op.name in VMX_OPS:
+                known = ", ".join(name for name in OPS if name not in VMX_OPS)
+                raise self.fail(f"{where}.op", f"unknown op {name!r} (one of {known})")
+            try:
+                operand = operand_of(op, row.get("operand"))
+            except ValueError as exc:
+                raise self.fail(f"{where}.operand", str(exc)) from None
+            count = row.get("count", 1)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise self.fail(f"{where}.count", "must be a positive integer")
+            source = self.string(row, f"{where}.source")
+            found.append(Instruction(op.name, operand, count, source))
+        return tuple(found)
+
+    def section(self, data: dict[str, Any], key: str, fields: bool = True) -> Section:
+        allowed = {"read", "write", "instructions"} if fields else {"instructions"}
+        table = self.table(data, key, allowed)
+        return Section(
+            self.fields(table, f"{key}.read"),
+            self.fields(table, f"{key}.write", True),
+            self.instructions(table, f"{key}.instructions"),
+        )
 
     def handler(self, data: dict[str, Any], key: str) -> Handler:
-        table = self.table(data, key, {"read", "write", "user_exit", "wrap"})
+        allowed = {
+            "read", "write", "instructions", "user_exit", "wrap", "panic", "entry_read",
+            "entry_write", "source",
+        }  # fmt: skip
+        table = self.table(data, key, allowed)
         wrap = table.get("wrap", "each")
         if wrap not in ("each", "once"):
             raise self.fail(f"{key}.wrap", 'must be "each" or "once"')
-        return Handler(
+        panic = self.boolean(table, f"{key}.panic", False)
+        section = Section(
             self.fields(table, f"{key}.read"),
             self.fields(table, f"{key}.write", True),
+            self.instructions(table, f"{key}.instructions"),
+        )
+        entry = Section(
+            self.fields(table, f"{key}.entry_read"), self.fields(table, f"{key}.entry_write", True)
+        )
+        if panic and (section.reads or section.writes or section.instructions or entry.reads):
+            raise self.fail(key, "a panicking handler (panic = true) runs nothing: no accesses")
+        return Handler(
+            section.reads,
+            section.writes,
+            section.instructions,
             self.boolean(table, f"{key}.user_exit", False),
             wrap == "once",
+            panic,
+            entry,
+            self.string(table, f"{key}.source", required=False),
         )
 
 
@@ -240,6 +342,9 @@ def parse_profile(text: str, path: str) -> Profile:
         handlers=handlers,
         default=default,
         path=path,
+        vmcs_load=r.section(data, "vmcs_load", fields=False),
+        vmcs_put=r.section(data, "vmcs_put", fields=False),
+        default_l0=r.string(data, "default_l0", required=False) or DEFAULT_L0,
     )
 
 

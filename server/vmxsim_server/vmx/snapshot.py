@@ -6,8 +6,17 @@ Format (version 1)::
 
 The payload is zlib-compressed JSON. VMCS values and cache masks are stored by field name, not
 by bit position, so the meaning of a snapshot does not depend on the order of the field table.
-``load`` checks the magic, the version, the CRC and the shape of every member, and raises
-``SnapshotError`` with a one-line reason for anything it cannot restore.
+``load`` checks the magic, the version, the CRC, the inflated size (``max_bytes``: a small
+payload may inflate to gigabytes) and the type and range of every member, and raises
+``SnapshotError`` with a one-line reason for anything it cannot restore, before anything is
+built from it:
+
+- every integer against the range its register or counter holds (VMCS values to their field's
+  width, 32-bit control capabilities, counters to ``COUNTER_MAX`` so that later runs cannot
+  overflow uint64), every flag a JSON boolean, every number finite;
+- the vCPU's state as a whole: outside VMX operation it has no VMXON region and no current
+  VMCS; in VMX non-root operation it has a current VMCS; pointers are 4 KiB aligned, within
+  MAXPHYADDR, and the current VMCS is not the VMXON region.
 """
 
 from __future__ import annotations
@@ -17,18 +26,19 @@ import struct
 import zlib
 from collections import Counter
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from .cache import Counters
 from .capabilities import Capabilities
 from .engine import BatchStats, Engine, ReasonTotals
-from .exceptions import SnapshotError
+from .exceptions import SnapshotError, SnapshotTooLarge
 from .fields import BY_NAME, FIELDS, Access
 from .memory import PhysicalMemory
 from .vcpu import INVALID_POINTER, Mode, Vcpu
 from .vmcs import LaunchState
 
 __all__ = [
+    "COUNTER_MAX",
     "FORMAT_VERSION",
     "MAGIC",
     "Snapshot",
@@ -43,9 +53,23 @@ __all__ = [
 MAGIC = b"VMXSNAP"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(">7sHI")
+T = TypeVar("T")
 _U64 = (1 << 64) - 1
+COUNTER_MAX = (1 << 62) - 1
+"""The largest count (exits, instructions, epochs) a snapshot may carry: sums of two and runs
+of any length after it stay within uint64."""
 _COUNTER_NAMES = tuple(f.name for f in fields(Counters))
 _CAPABILITY_NAMES = tuple(f.name for f in fields(Capabilities))
+_CAPABILITY_FLAGS = frozenset(f.name for f in fields(Capabilities) if type(f.default) is bool)
+_CAPABILITY_HIGH = {
+    f.name: 0xFFFF_FFFF if f.name.endswith(("_default1", "_allowed1")) else _U64
+    for f in fields(Capabilities)
+}
+"""The largest value of each integer capability: a control MSR's allowed-0 and allowed-1
+settings are 32-bit halves (SDM A.3-A.5); the others are checked by ``Capabilities``."""
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""The inflated size ``unpack`` allows unless told otherwise (the server passes its limit)."""
+_PAGE_MASK = 0xFFF
 
 
 # --- dump ------------------------------------------------------------------------------------
@@ -157,9 +181,17 @@ class _Reader:
         return value
 
     def number(self, value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise self.fail(path, "must be a number >= 0")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e300:
+            raise self.fail(path, "must be a finite number >= 0")
         return float(value)
+
+    def count(self, value: Any, path: str) -> int:
+        return self.integer(value, path, 0, COUNTER_MAX)
+
+    def choice(self, value: Any, path: str, choices: dict[str, T]) -> T:
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(path, f"must be one of {', '.join(choices)}")
+        return choices[value]
 
     def text(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value:
@@ -171,15 +203,17 @@ class _Reader:
             raise self.fail(path, "must be true or false")
         return value
 
-    def pairs(self, value: Any, path: str, key_low: int = 0) -> list[tuple[int, int]]:
+    def pairs(
+        self, value: Any, path: str, key_high: int = _U64, value_high: int = _U64
+    ) -> list[tuple[int, int]]:
         result = []
         for i, pair in enumerate(self.items(value, path)):
             if not isinstance(pair, list) or len(pair) != 2:
                 raise self.fail(f"{path}[{i}]", "must be a [key, value] pair")
             result.append(
                 (
-                    self.integer(pair[0], f"{path}[{i}]", key_low),
-                    self.integer(pair[1], f"{path}[{i}]"),
+                    self.integer(pair[0], f"{path}[{i}]", 0, key_high),
+                    self.integer(pair[1], f"{path}[{i}]", 0, value_high),
                 )
             )
         return result
@@ -265,17 +299,40 @@ def _header(data: bytes, magic: bytes, version: int, what: str) -> bytes:
     return payload
 
 
+def _inflate(payload: bytes, max_bytes: int, what: str) -> bytes:
+    """The zlib ``payload`` inflated, never more than ``max_bytes`` of it held in memory."""
+    inflater = zlib.decompressobj()
+    try:
+        inflated = inflater.decompress(payload, max_bytes + 1)
+    except zlib.error as exc:
+        raise SnapshotError(f"{what} is corrupted: {exc}") from None
+    if len(inflated) > max_bytes:
+        raise SnapshotTooLarge(f"{what} inflates to more than {max_bytes} bytes")
+    if not inflater.eof:
+        raise SnapshotError(f"{what} is corrupted: its compressed data is cut short")
+    return inflated
+
+
 def unpack(
-    data: bytes, magic: bytes = MAGIC, version: int = FORMAT_VERSION, what: str = "snapshot"
+    data: bytes,
+    magic: bytes = MAGIC,
+    version: int = FORMAT_VERSION,
+    what: str = "snapshot",
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict[str, Any]:
     """The JSON object of ``pack``'s bytes; ``SnapshotError`` for a wrong magic, version or CRC
-    (the ``what`` of the message names the kind of file, e.g. "replay checkpoint")."""
+    or a payload that inflates to more than ``max_bytes`` (``SnapshotTooLarge``); the ``what``
+    of the message names the kind of file, e.g. "replay checkpoint"."""
     payload = _header(data, magic, version, what)
     try:
-        doc = json.loads(zlib.decompress(payload))
-    except (zlib.error, ValueError) as exc:
+        doc = json.loads(_inflate(payload, max_bytes, what), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise SnapshotError(f"{what} is corrupted: {exc}") from None
     return _Reader().table(doc, what)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
 
 
 def load_totals(doc: Any, path: str = "totals") -> BatchStats:
@@ -288,43 +345,57 @@ def _capabilities(r: _Reader, doc: dict[str, Any]) -> Capabilities:
     values: dict[str, Any] = {}
     for name in _CAPABILITY_NAMES:
         value = r.member(raw, name, "capabilities")
-        if isinstance(value, bool):
-            values[name] = value
+        if name in _CAPABILITY_FLAGS:
+            values[name] = r.flag(value, f"capabilities.{name}")
         else:
-            values[name] = r.integer(value, f"capabilities.{name}")
+            values[name] = r.integer(value, f"capabilities.{name}", 0, _CAPABILITY_HIGH[name])
     try:
         return Capabilities(**values)
     except (TypeError, ValueError) as exc:
         raise r.fail("capabilities", f"are invalid: {exc}") from None
 
 
-def _vcpu_state(r: _Reader, doc: dict[str, Any]) -> dict[str, Any]:
+def _vcpu_state(r: _Reader, doc: dict[str, Any], limit: int) -> dict[str, Any]:
     raw = r.table(r.member(doc, "vcpu", "snapshot"), "vcpu")
-    modes = {m.value: m for m in Mode}
-    mode = r.member(raw, "mode", "vcpu")
-    if mode not in modes:
-        raise r.fail("vcpu.mode", f"must be one of {', '.join(modes)}")
+    mode = r.choice(r.member(raw, "mode", "vcpu"), "vcpu.mode", {m.value: m for m in Mode})
     vmxon = r.member(raw, "vmxon_pointer", "vcpu")
-    return {
-        "mode": modes[mode],
+    state = {
+        "mode": mode,
         "cr0": r.integer(r.member(raw, "cr0", "vcpu"), "vcpu.cr0"),
         "cr4": r.integer(r.member(raw, "cr4", "vcpu"), "vcpu.cr4"),
-        "msrs": r.pairs(r.member(raw, "msrs", "vcpu"), "vcpu.msrs"),
+        "msrs": r.pairs(r.member(raw, "msrs", "vcpu"), "vcpu.msrs", 0xFFFF_FFFF),
         "vmxon_pointer": None if vmxon is None else r.integer(vmxon, "vcpu.vmxon_pointer"),
         "current_pointer": r.integer(
             r.member(raw, "current_pointer", "vcpu"), "vcpu.current_pointer"
         ),
-        "vmxon_epoch": r.integer(r.member(raw, "vmxon_epoch", "vcpu"), "vcpu.vmxon_epoch"),
-        "injected_exits": r.integer(r.member(raw, "injected_exits", "vcpu"), "vcpu.injected_exits"),
+        "vmxon_epoch": r.count(r.member(raw, "vmxon_epoch", "vcpu"), "vcpu.vmxon_epoch"),
+        "injected_exits": r.count(r.member(raw, "injected_exits", "vcpu"), "vcpu.injected_exits"),
     }
+    _check_vmx_state(r, state, limit)
+    return state
+
+
+def _check_vmx_state(r: _Reader, state: dict[str, Any], limit: int) -> None:
+    """The vCPU's VMX state as a whole: what its mode needs, and pointers a VMXON, VMCLEAR or
+    VMPTRLD could have left (SDM 31.3: 4 KiB aligned, within MAXPHYADDR)."""
+    mode, vmxon, current = state["mode"], state["vmxon_pointer"], state["current_pointer"]
+    if mode is Mode.OFF and (vmxon is not None or current != INVALID_POINTER):
+        raise r.fail("vcpu", "is outside VMX operation but has a VMXON region or current VMCS")
+    if mode is not Mode.OFF and vmxon is None:
+        raise r.fail("vcpu.vmxon_pointer", f"must be set in VMX {mode.value} operation")
+    if mode is Mode.NON_ROOT and current == INVALID_POINTER:
+        raise r.fail("vcpu.current_pointer", "must name a VMCS in VMX non-root operation")
+    for name, pointer in (("vmxon_pointer", vmxon), ("current_pointer", current)):
+        if pointer not in (None, INVALID_POINTER) and (pointer & _PAGE_MASK or pointer >= limit):
+            raise r.fail(f"vcpu.{name}", f"{pointer:#x} is not a 4 KiB page below {limit:#x}")
+    if current == vmxon:
+        raise r.fail("vcpu.current_pointer", "is the VMXON region")
 
 
 def _region(r: _Reader, raw: Any, path: str) -> _Region:
     raw = r.table(raw, path)
     states = {s.value: s for s in LaunchState}
-    state = r.member(raw, "launch_state", path)
-    if state not in states:
-        raise r.fail(f"{path}.launch_state", f"must be one of {', '.join(states)}")
+    state = r.choice(r.member(raw, "launch_state", path), f"{path}.launch_state", states)
     values = [0] * len(FIELDS)
     for name, value in r.table(r.member(raw, "values", path), f"{path}.values").items():
         field = BY_NAME.get(name)
@@ -333,8 +404,10 @@ def _region(r: _Reader, raw: Any, path: str) -> _Region:
         values[field.bit] = r.integer(value, f"{path}.values.{name}", 0, field.mask)
     return _Region(
         address=r.integer(r.member(raw, "address", path), f"{path}.address"),
-        launch_state=states[state],
-        launch_epoch=r.integer(r.member(raw, "launch_epoch", path), f"{path}.launch_epoch", -1),
+        launch_state=state,
+        launch_epoch=r.integer(
+            r.member(raw, "launch_epoch", path), f"{path}.launch_epoch", -1, COUNTER_MAX
+        ),
         values=values,
     )
 
@@ -343,44 +416,48 @@ def _totals(r: _Reader, raw: Any, path: str) -> BatchStats:
     raw = r.table(raw, path)
     counters = r.table(r.member(raw, "counters", path), f"{path}.counters")
     totals = BatchStats(
-        exits=r.integer(r.member(raw, "exits", path), f"{path}.exits"),
+        exits=r.count(r.member(raw, "exits", path), f"{path}.exits"),
         counters=Counters(
             **{
-                n: r.integer(r.member(counters, n, path), f"{path}.counters.{n}")
+                n: r.count(r.member(counters, n, path), f"{path}.counters.{n}")
                 for n in _COUNTER_NAMES
             }
         ),
         simulated_seconds=r.number(r.member(raw, "simulated_seconds", path), path),
-        sequence=r.integer(r.member(raw, "sequence", path), f"{path}.sequence"),
+        sequence=r.count(r.member(raw, "sequence", path), f"{path}.sequence"),
     )
     for i, row in enumerate(r.items(r.member(raw, "by_reason", path), f"{path}.by_reason")):
         where = f"{path}.by_reason[{i}]"
         if not isinstance(row, list) or len(row) != 5:
             raise r.fail(where, "must be [reason, exits, vmread, vmwrite, seconds]")
-        reason, exits, vmread, vmwrite = (r.integer(v, where) for v in row[:4])
+        reason = r.integer(row[0], where, 0, 0xFFFF)
+        exits, vmread, vmwrite = (r.count(v, where) for v in row[1:4])
         totals.by_reason[reason] = ReasonTotals(exits, vmread, vmwrite, r.number(row[4], where))
-    totals.vmread_hist.update(dict(r.pairs(r.member(raw, "vmread_hist", path), path)))
-    totals.vmwrite_hist.update(dict(r.pairs(r.member(raw, "vmwrite_hist", path), path)))
+    for name in ("vmread_hist", "vmwrite_hist"):
+        pairs = r.pairs(r.member(raw, name, path), f"{path}.{name}", COUNTER_MAX, COUNTER_MAX)
+        getattr(totals, name).update(dict(pairs))
     for i, pair in enumerate(r.items(r.member(raw, "latency_hist", path), f"{path}.latency_hist")):
         where = f"{path}.latency_hist[{i}]"
         if not isinstance(pair, list) or len(pair) != 2:
             raise r.fail(where, "must be a [seconds, count] pair")
-        totals.latency_hist[r.number(pair[0], where)] += r.integer(pair[1], where)
+        totals.latency_hist[r.number(pair[0], where)] += r.count(pair[1], where)
     return totals
 
 
-def load(data: bytes) -> Snapshot:
-    """Validate and decode snapshot bytes; raises ``SnapshotError`` with a one-line reason."""
-    doc = unpack(data)
+def load(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Snapshot:
+    """Validate and decode snapshot bytes (inflating to at most ``max_bytes``); raises
+    ``SnapshotError`` with a one-line reason."""
+    doc = unpack(data, max_bytes=max_bytes)
     r = _Reader()
     regions = r.table(r.member(doc, "memory", "snapshot"), "memory")
-    state = _vcpu_state(r, doc)
+    capabilities = _capabilities(r, doc)
+    state = _vcpu_state(r, doc, capabilities.physical_address_limit)
     snapshot = Snapshot(
-        capabilities=_capabilities(r, doc),
+        capabilities=capabilities,
         profile=r.text(r.member(doc, "profile", "snapshot"), "profile"),
         mode=r.text(r.member(doc, "mode", "snapshot"), "mode"),
         vcpu_state=state,
-        words=r.pairs(r.member(regions, "words", "memory"), "memory.words"),
+        words=r.pairs(r.member(regions, "words", "memory"), "memory.words", _U64, 0xFFFF_FFFF),
         regions=[
             _region(r, raw, f"memory.regions[{i}]")
             for i, raw in enumerate(
@@ -405,4 +482,10 @@ def load(data: bytes) -> Snapshot:
     for address, _ in snapshot.words:
         if address % 4 or address + 4 > limit:
             raise r.fail("memory.words", f"has an address {address:#x} outside memory")
+    addresses = [region.address for region in snapshot.regions]
+    if len(set(addresses)) != len(addresses):
+        raise r.fail("memory.regions", "lists an address twice")
+    for address in addresses:
+        if address & _PAGE_MASK or address >= limit:
+            raise r.fail("memory.regions", f"has an address {address:#x} outside memory")
     return snapshot

@@ -3,13 +3,25 @@
 ```
 {"profile": "kvm", "mode": "nested", "exits": 1234, "skipped": 0,
  "unknown_reasons": {"NAME": count},
- "instructions": {"vmread": n, "vmwrite": n, "vmptrld": n, "vmclear": n, "vmxon": n, "vmxoff": n},
+ "instructions": {"vmread": n, "vmwrite": n, "vmptrld": n, "vmclear": n, "vmxon": n, "vmxoff": n,
+                  "other": {"WRMSR": n, "MOV_TO_CR": n, ...}},
  "per_exit": {"vmread": {"mean": x, "p50": x, "p99": x}, "vmwrite": {...}},
  "cache": {"hits": n, "misses": n},
  "simulated_seconds": x,
- "by_reason": {"CPUID": {"exits": n, "vmread": n, "vmwrite": n}, ...}}
+ "by_reason": {"CPUID": {"exits": n, "vmread": n, "vmwrite": n, "l0_exits": n}, ...},
+ "panics": {"APIC_ACCESS": n},
+ "l0": {"model": "kvm-4.17", "exits": n, "per_exit": {"mean": x, "p50": x, "p99": x},
+        "by_cause": {"VMREAD": n, "WRMSR": n, "MOV_CR": n, "VMRESUME": n, ...},
+        "vmcs02_rebuilds": n, "seconds": x}}
 ```
-Percentiles are nearest-rank over the exact per-exit counts.
+Percentiles are nearest-rank over the exact per-exit counts. ``instructions`` counts VMX
+instructions by their lower-case names (their meaning is unchanged) and the other L1 instructions
+a profile lists under ``other`` by op (``l1_instructions.OPS``). ``l0`` is null in native mode; in
+the nested modes ``exits`` counts the L1 instructions L0 intercepted (VMLAUNCH/VMRESUME of L2
+included, the reflected L2 exit itself not), ``seconds`` is the simulated time L0 spent on them
+(round trips, its work and vmcs02 rebuilds; the nested base is in ``simulated_seconds`` only).
+``panics``: exits whose handler stops the VM (``panic = true`` in the profile), by reason; they
+are not in ``exits``, ``by_reason`` or any time.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from typing import Any
 from .engine import BatchStats
 from .exit_reasons import BY_NUMBER
 
-__all__ = ["distribution", "percentile", "reason_name", "summary"]
+__all__ = ["distribution", "l0_summary", "percentile", "reason_name", "summary"]
 
 INSTRUCTIONS = ("vmread", "vmwrite", "vmptrld", "vmclear", "vmxon", "vmxoff")
 
@@ -67,7 +79,10 @@ def summary(
         "exits": stats.exits,
         "skipped": skipped,
         "unknown_reasons": dict(sorted((unknown_reasons or {}).items())),
-        "instructions": {name: getattr(c, name) for name in INSTRUCTIONS},
+        "instructions": {
+            **{name: getattr(c, name) for name in INSTRUCTIONS},
+            "other": dict(sorted(stats.other.items())),
+        },
         "per_exit": {
             "vmread": distribution(stats.vmread_hist),
             "vmwrite": distribution(stats.vmwrite_hist),
@@ -80,7 +95,24 @@ def summary(
                 "vmread": t.vmread,
                 "vmwrite": t.vmwrite,
                 "simulated_seconds": t.simulated_seconds,
+                "l0_exits": t.l0_exits,
             }
             for number, t in sorted(stats.by_reason.items(), key=lambda kv: -kv[1].exits)
         },
+        "panics": {reason_name(n): count for n, count in sorted(stats.panics.items())},
+        "l0": l0_summary(stats),
+    }
+
+
+def l0_summary(stats: BatchStats) -> dict[str, Any] | None:
+    """The ``"l0"`` object of a run summary; None in native mode."""
+    if stats.l0_model is None:
+        return None
+    return {
+        "model": stats.l0_model,
+        "exits": stats.l0_exits,
+        "per_exit": distribution(stats.l0_hist),
+        "by_cause": dict(sorted(stats.l0_by_cause.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "vmcs02_rebuilds": stats.vmcs02_rebuilds,
+        "seconds": stats.l0_seconds,
     }

@@ -17,13 +17,14 @@ Python exceptions (``exceptions.InvalidArgument``) are for operands that no regi
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .capabilities import DEFAULT_CAPABILITIES, Capabilities
-from .entry_checks import CONTROL_CHECKS, GUEST_CHECKS, HOST_CHECKS, first_failure
+from .entry_checks import Failure, UnknownField, evaluate
 from .exceptions import InvalidArgument, StateError
-from .exit_reasons import ENTRY_FAILURE, lookup_reason
-from .fields import BY_ENCODING, BY_NAME, Field, Kind
+from .exit_reasons import lookup_reason
+from .fields import ALL_FIELDS, BY_ENCODING, BY_NAME, Field, Kind
 from .memory import PhysicalMemory
 from .records import ExitRecord
 from .vmcs import LaunchState, VmcsRegion
@@ -87,6 +88,7 @@ _EXIT_INFO = (
     BY_NAME["GUEST_PHYSICAL_ADDRESS"].bit,
 )
 _EPT_REASONS = frozenset((48, 49))
+_FIELD_BITS = {f.name: f.bit for f in ALL_FIELDS}
 
 
 def write_exit_information(values: list[int], record: ExitRecord) -> None:
@@ -133,6 +135,8 @@ class Vcpu:
         self.current_pointer = INVALID_POINTER
         self.current: VmcsRegion | None = None
         self.vmxon_epoch = 0
+        self.mov_ss_blocking = False
+        """True while the next instruction follows MOV SS / POP SS (VM entry fails with 26)."""
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class Vcpu:
         field = BY_ENCODING.get(encoding)
         if field is None:
             return None
-        if field.feature == "vmcs_shadowing" and not self.capabilities.vmcs_shadowing:
+        if not self.capabilities.offers(field.feature):
             return None
         return field
 
@@ -324,34 +328,58 @@ class Vcpu:
             return _UD
         if self.mode is Mode.NON_ROOT:
             return self._guest_executes("VMLAUNCH" if launch else "VMRESUME")
+        report = evaluate(
+            self.entry_values(), self.capabilities, self.memory, launch=launch, stop_at_first=True
+        )
+        if report.failures:
+            return self._entry_failed(report.failures[0])
         region = self.current
-        if region is None:
-            return Outcome(Result.VMFAIL_INVALID)
-        if launch and region.launch_state is not LaunchState.CLEAR:
-            return self._fail(4)
-        if not launch:
-            if region.launch_state is not LaunchState.LAUNCHED:
-                return self._fail(5)
-            if region.launch_epoch != self.vmxon_epoch:
-                return self._fail(6)
-        caps = self.capabilities
-        failed = first_failure(CONTROL_CHECKS, region.values, caps)
-        if failed is not None:
-            return self._fail(7, failed.description)
-        failed = first_failure(HOST_CHECKS, region.values, caps)
-        if failed is not None:
-            return self._fail(8, failed.description)
-        failed = first_failure(GUEST_CHECKS, region.values, caps)
-        if failed is not None:
-            reason = ENTRY_FAILURE | 33
-            region.values[BY_NAME["VM_EXIT_REASON"].bit] = reason
-            region.values[BY_NAME["EXIT_QUALIFICATION"].bit] = 0
-            return Outcome(Result.ENTRY_FAILED, exit_reason=reason, message=failed.description)
+        assert region is not None  # basic.current_vmcs passed
         if launch:
             region.launch_state = LaunchState.LAUNCHED
             region.launch_epoch = self.vmxon_epoch
         self.mode = Mode.NON_ROOT
         return SUCCEED
+
+    def entry_values(self) -> Callable[[str], int]:
+        """The ``Values`` accessor the entry checks read: the current VMCS's fields and the
+        vCPU state behind the ``@`` pseudo-values (``entry_checks.table``)."""
+        region = self.current
+        values = region.values if region is not None else [0] * len(_FIELD_BITS)
+        pseudo = {
+            "@current_vmcs": int(region is not None),
+            "@shadow_indicator": self.memory.read32(region.address) >> 31 if region else 0,
+            "@mov_ss_blocking": int(self.mov_ss_blocking),
+            "@launch_state": int(
+                region is not None and region.launch_state is LaunchState.LAUNCHED
+            ),
+            "@vmxon_epoch_ok": int(region is not None and region.launch_epoch == self.vmxon_epoch),
+        }
+        bits = _FIELD_BITS
+
+        def value(name: str) -> int:
+            bit = bits.get(name)
+            if bit is not None:
+                return values[bit]
+            found = pseudo.get(name)
+            if found is None:
+                raise UnknownField(name)
+            return found
+
+        return value
+
+    def _entry_failed(self, failure: Failure) -> Outcome:
+        """The SDM outcome of the first failing check (its ``outcome`` spelling)."""
+        kind, _, number = failure.outcome.partition(" ")
+        if kind == "VMfailInvalid":
+            return Outcome(Result.VMFAIL_INVALID, message=failure.message)
+        if kind == "VMfailValid":
+            return self._fail(int(number), failure.message)
+        assert self.current is not None
+        reason = int(number, 16)
+        self.current.values[BY_NAME["VM_EXIT_REASON"].bit] = reason
+        self.current.values[BY_NAME["EXIT_QUALIFICATION"].bit] = failure.qualification
+        return Outcome(Result.ENTRY_FAILED, exit_reason=reason, message=failure.message)
 
     # --- the processor's side of a VM exit -----------------------------------------------------
 
