@@ -26,11 +26,22 @@ def test_fields_csv_has_exactly_the_contract_columns() -> None:
     result = run("fields", "--format", "csv")
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["name", "encoding", "width", "type", "access"]
+    assert rows[0] == ["name", "encoding", "width", "type", "access", "requires"]
     assert len(rows) - 1 == len(ALL_FIELDS)
     by_name = {r[0]: r for r in rows[1:]}
-    assert by_name["GUEST_RIP"] == ["GUEST_RIP", "0x0000681e", "natural", "guest", "full"]
-    assert by_name["TSC_OFFSET_HIGH"] == ["TSC_OFFSET_HIGH", "0x00002011", "64", "control", "high"]
+    assert by_name["GUEST_RIP"] == ["GUEST_RIP", "0x0000681e", "natural", "guest", "full", ""]
+    assert by_name["TSC_OFFSET_HIGH"] == [
+        "TSC_OFFSET_HIGH",
+        "0x00002011",
+        "64",
+        "control",
+        "high",
+        "",
+    ]
+    assert by_name["EPT_POINTER"][5] == "IA32_VMX_PROCBASED_CTLS2 bit 1 (enable EPT)"
+    assert by_name["GUEST_IA32_PAT"][5] == (
+        "IA32_VMX_ENTRY_CTLS bit 14 (load IA32_PAT) or IA32_VMX_EXIT_CTLS bit 18 (save IA32_PAT)"
+    )
     assert {r[2] for r in rows[1:]} == {"16", "32", "64", "natural"}
     assert {r[3] for r in rows[1:]} == {"control", "read-only", "guest", "host"}
 

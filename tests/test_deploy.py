@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from vmxsim_server.config import ServerConfig
+from vmxsim_server.config import ServerConfig, from_environment
 from vmxsim_server.service import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 KUBERNETES = DEPLOY / "kubernetes"
 KUBERNETES_VERSION = "1.32.0"  # the kubectl client here is v1.32; grpc probes are GA since 1.27
-GRPC_PORT, METRICS_PORT = 50051, 9464
+GRPC_PORT, METRICS_PORT, HEALTH_PORT = 50051, 9464, 8081
 
 
 def load(path: Path) -> Any:
@@ -116,7 +116,7 @@ def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
                 f"{name} ({doc['kind']}) is invalid for Kubernetes {KUBERNETES_VERSION}: {exc}"
             )
         checked.append(doc["kind"])
-    assert sorted(checked) == ["Service", "StatefulSet"]
+    assert sorted(checked) == ["NetworkPolicy", "Service", "StatefulSet"]
 
 
 def test_statefulset_probes_grace_and_scrape_annotations() -> None:
@@ -128,10 +128,12 @@ def test_statefulset_probes_grace_and_scrape_annotations() -> None:
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
-    assert container["livenessProbe"]["grpc"] == {"port": GRPC_PORT}
-    assert container["readinessProbe"]["grpc"] == {"port": GRPC_PORT, "service": SERVICE_NAME}
+    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, "health": HEALTH_PORT}
+    # the grpc probe cannot do TLS: it asks the plaintext health-only port
+    assert container["livenessProbe"]["grpc"] == {"port": HEALTH_PORT}
+    assert container["readinessProbe"]["grpc"] == {"port": HEALTH_PORT, "service": SERVICE_NAME}
     env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VMXSIM_HEALTH_LISTEN"] == f"0.0.0.0:{HEALTH_PORT}"
     assert env["VMXSIM_LISTEN"] == f"0.0.0.0:{GRPC_PORT}"
     assert env["VMXSIM_METRICS_LISTEN"] == f"0.0.0.0:{METRICS_PORT}"
     grace = float(env.get("VMXSIM_GRACE", ServerConfig().grace_seconds))
@@ -139,6 +141,42 @@ def test_statefulset_probes_grace_and_scrape_annotations() -> None:
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+
+
+def test_statefulset_serves_tls_tokens_and_state_from_secrets_and_a_volume() -> None:
+    """Issue 14 item 14: secure defaults; every file the server is told to read is mounted."""
+    pod = by_kind("StatefulSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"tls": "vmxsim-tls", "tokens": "vmxsim-tokens"}
+    for name in ("VMXSIM_TLS_CERT", "VMXSIM_TLS_KEY", "VMXSIM_METRICS_TLS_CERT",
+                 "VMXSIM_METRICS_TLS_KEY", "VMXSIM_AUTH_TOKEN_FILE"):  # fmt: skip
+        assert any(env[name].startswith(mounts[volume] + "/") for volume in secrets), name
+    (claim,) = by_kind("StatefulSet")["spec"]["volumeClaimTemplates"]
+    assert env["VMXSIM_STATE_DIR"] == mounts[claim["metadata"]["name"]]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    config = from_environment(
+        {k: v for k, v in env.items() if not k.endswith(("_FILE", "_CERT", "_KEY"))}
+    )
+    assert not config.tls  # the table's other settings parse (the files exist only in a pod)
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for name in ("VMXSIM_TLS_CERT", "VMXSIM_AUTH_TOKEN_FILE", "VMXSIM_STATE_DIR"):
+        assert f"{name}={env[name]}" in dockerfile
+    assert f"VOLUME {env['VMXSIM_STATE_DIR']}" in dockerfile
+
+
+def test_only_prometheus_may_scrape_and_it_scrapes_over_tls() -> None:
+    policy = by_kind("NetworkPolicy")
+    pod = by_kind("StatefulSet")["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    open_rule, metrics_rule = policy["spec"]["ingress"]
+    assert "from" not in open_rule and {p["port"] for p in open_rule["ports"]} == {"grpc", "health"}
+    assert metrics_rule["from"] and [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+    (endpoint,) = by_kind("PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["ca"]["secret"]["name"]
 
 
 def test_podmonitor_selects_the_pods_metrics_port() -> None:
@@ -157,7 +195,7 @@ def test_kustomize_renders_the_base_without_the_optional_podmonitor() -> None:
         ["kubectl", "kustomize", str(KUBERNETES)], check=True, capture_output=True, text=True
     ).stdout
     docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    assert sorted(doc["kind"] for doc in docs) == ["Service", "StatefulSet"]
+    assert sorted(doc["kind"] for doc in docs) == ["NetworkPolicy", "Service", "StatefulSet"]
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "vmxsim"
 

@@ -63,6 +63,15 @@ def _valid_requests() -> dict[str, list[Message]]:
         "GetStats": [pb.GetStatsRequest(vcpu_id="vcpu-1")],
         "Snapshot": [pb.SnapshotRequest(vcpu_id="vcpu-1")],
         "Restore": [pb.RestoreRequest(data=b"VMXSNAP\x00\x01\x00\x00\x00\x00")],
+        "Diagnose": [  # issue 12 (engineer "diagnose")
+            pb.DiagnoseRequest(
+                dump=b"*** Guest State ***\nCR0: actual=0x31, shadow=0x31, gh_mask=0\n"
+            ),
+            pb.DiagnoseRequest(
+                values={"GUEST_RIP": 1}, capability_msrs={"IA32_VMX_BASIC": 1 << 55}
+            ),
+        ],
+        "ValidState": [pb.ValidStateRequest(vcpu_id="vcpu-1", overrides={"GUEST_RIP": 7})],
         # Discovery (page tokens are fuzzed through every List request's page_token)
         "ListProfiles": [pb.ListProfilesRequest(page_size=1, page_token="e30")],
         "ListMixes": [pb.ListMixesRequest(page_size=2)],

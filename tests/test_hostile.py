@@ -78,11 +78,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     )  # fmt: skip
     channel = grpc.insecure_channel(server.address)
     try:
-        yield Hostile(
-            server, channel, pb_grpc.VcpuServiceStub(channel), flag, server.memory_kib("VmRSS")
-        )
+        start = server.memory_kib("VmRSS")
+        print(f"\nvmxsim serve RSS: {start} KiB at the start")
+        yield Hostile(server, channel, pb_grpc.VcpuServiceStub(channel), flag, start)
     finally:
         channel.close()
+        peak = server.memory_kib("VmHWM")
+        print(f"\nvmxsim serve RSS: {server.memory_kib('VmRSS')} KiB at the end, {peak} KiB peak")
         assert server.stop() == 0
 
 

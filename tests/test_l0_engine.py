@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmxsim_server.vmx import ExitRecord, Vcpu
+from vmxsim_server.vmx import ExitRecord, InvalidArgument, Vcpu
 from vmxsim_server.vmx.engine import Engine
 from vmxsim_server.vmx.fields import BY_NAME
 from vmxsim_server.vmx.l0 import AFTER_ENTRY, NEW, L0Exit, available_l0_models, load_l0
@@ -132,7 +132,9 @@ def test_vmcs_load_rows_run_per_reload() -> None:
 
 REASONS = [0, 1, 7, 10, 12, 28, 30, 31, 32, 44, 48, 49, 52, 56, 77]
 SETTINGS = [(m, None) for m in MODES] + [
-    (m, l0) for m in ("nested", "nested-shadow") for l0 in available_l0_models()
+    (m, l0)
+    for l0 in available_l0_models()
+    for m in (("nested", "nested-shadow") if load_l0(l0).shadow_available else ("nested",))
 ]
 
 
@@ -185,3 +187,20 @@ def test_columns_may_be_arrays_or_buffers() -> None:
     )
     as_arrays = _engine("kvm", "nested").run_batch(columns)
     assert as_arrays.counters == as_list.counters and as_arrays.exits == 300
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "bad"),
+    [
+        ("reason", np.array([10, 1 << 16], dtype=np.uint32), "65536"),
+        ("rip", np.array([1, -5], dtype=np.int64), "-5"),
+        ("intr_info", np.array([1 << 32], dtype=np.uint64), "4294967296"),
+        ("qualification", [1.5], "1.5"),
+    ],
+)
+def test_array_columns_are_range_checked(column: str, values: object, bad: str) -> None:
+    n = len(values)  # type: ignore[arg-type]
+    batch = ExitBatch([10] * n)
+    setattr(batch, column, values)
+    with pytest.raises(InvalidArgument, match=f"{column} value {bad} is outside"):
+        _engine("kvm", "native").run_batch(batch)

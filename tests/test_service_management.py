@@ -110,6 +110,7 @@ def test_create_vm_rejects_a_bad_maxphyaddr(stub: pb_grpc.VcpuServiceStub) -> No
         ("ListVcpus", pb.ListVcpusRequest(vm_id="vm-999999")),
         ("CreateVcpu", pb.CreateVcpuRequest(vm_id="vm-999999")),
         ("Restore", pb.RestoreRequest(vm_id="vm-999999")),
+        ("ValidState", pb.ValidStateRequest(vcpu_id="vcpu-999999")),
     ],
 )
 def test_unknown_ids_are_not_found(

@@ -128,3 +128,24 @@ def test_snapshot_load_reports_shape_errors_by_path(snapshot_bytes: bytes) -> No
     loaded = snapshot.load(snapshot_bytes)
     assert loaded.profile == "kvm" and loaded.mode == "native"
     assert loaded.totals is not None and loaded.totals.exits == 0
+
+
+def test_a_vcpu_keeps_its_l0_model_through_snapshot_and_restore(
+    stub: pb_grpc.VcpuServiceStub,
+) -> None:
+    request = pb.CreateVcpuRequest(profile="kvm", mode=pb.LATENCY_MODE_NESTED, l0="kvm-modern")
+    vcpu = stub.CreateVcpu(request).vcpu
+    assert vcpu.l0 == "kvm-modern"
+    list(stub.Drive(drive_requests(vcpu.vcpu_id, [cpuid_batch(50, 1)])))
+    data = stub.Snapshot(pb.SnapshotRequest(vcpu_id=vcpu.vcpu_id)).data
+    restored = stub.Restore(pb.RestoreRequest(data=data)).vcpu
+    assert restored.l0 == "kvm-modern"
+    nexts = [
+        next(iter(stub.Drive(drive_requests(v, [cpuid_batch(30, 2)])))).stats
+        for v in (vcpu.vcpu_id, restored.vcpu_id)
+    ]
+    assert nexts[0] == nexts[1] and nexts[0].l0.model == "kvm-modern"
+    native = rpc_error(stub.CreateVcpu, pb.CreateVcpuRequest(profile="kvm", l0="kvm-modern"))
+    assert native.code() == grpc.StatusCode.INVALID_ARGUMENT and "native" in native.details()
+    for vm_id in (vcpu.vm_id, restored.vm_id):
+        stub.DeleteVm(pb.DeleteVmRequest(vm_id=vm_id))

@@ -2,19 +2,24 @@
 
     with Client("127.0.0.1:50051", timeout=30.0) as c:
         v = c.create_vcpu(profile="kvm", mode="nested")
-        v.revid(0x1000); v.vmxon(0x1000)
-        v.revid(0x2000); v.vmptrld(0x2000)
-        v.vmwrite("GUEST_RIP", 0x1000)
-        assert v.vmread(0x681E).value == 0x1000
+        v.enter_vmx()                          # VMXON at 0x1000, a current VMCS at 0x2000
+        v.write_valid_state(GUEST_RIP=0x1000)  # a VMCS that passes every entry check
+        assert v.vmlaunch().result == "VMsucceed"
+        v.inject_exit("CPUID", instruction_len=2)
+        assert v.vmread("VM_EXIT_REASON").value == 10
         summary = c.replay(records, profile="haxm-legacy", mode="nested")
+        print(summary["exits"], summary["per_exit"]["vmread"]["mean"])
 
 TLS: ``Client(target, tls_ca="ca.pem")``; mutual TLS adds ``tls_cert=`` and ``tls_key=``
 (PEM file paths or bytes); ``token=`` sends ``authorization: Bearer <token>`` with every call.
-``replay(..., resume=True)`` survives a server restart (resume.py).
+``replay(..., resume=True)`` survives a server restart (resume.py); ``replay(...,
+resume_token=t)`` continues in this process a replay another process started.
 
 Instruction outcomes are values (``InstructionResult``); failed RPCs raise the typed exceptions
-of ``rpc_errors``. Exits travel as packed-column batches (``wire.exit_batches``); summaries are
-the run-summary dicts of DESIGN.md "Machine-readable output".
+of ``rpc_errors``; the harness helpers raise ``VmxSetupError`` when a step fails. Exits travel
+as packed-column batches (``wire.exit_batches``); summaries are the typed dicts of
+``summaries`` (DESIGN.md "Machine-readable output"). Requests are built and answers parsed in
+``calls``, shared with the asyncio ``AsyncClient`` (aio.py).
 """
 
 from __future__ import annotations
@@ -23,28 +28,34 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import grpc
 
-from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
+from . import calls
+from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION
 from .connection import retry_channel_options
+from .diagnoses import Capabilities as DiagnoseCapabilities
+from .diagnoses import diagnose_request, diagnosis_doc
 from .instructions import Instruction, InstructionResult
+from .names import Mode, Profile
 from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
 from .rpc_errors import AbortedError, UnavailableError, from_rpc_error
-from .wire import (
-    StatsAccumulator,
-    VcpuInfo,
-    VmInfo,
-    batch_dict,
-    exit_batches,
-    mode_to_pb,
-    summary_dict,
-)
+from .summaries import BatchReport, DriveSummary, ReplayProgress, RunSummary
+from .vcpu_ops import VcpuInstructions
+from .wire import StatsAccumulator, VcpuInfo, VmInfo, batch_dict, summary_dict
 
-__all__ = ["CHANNEL_OPTIONS", "DEFAULT_BATCH_SIZE", "Client", "RemoteVcpu"]
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "DEFAULT_BATCH_SIZE",
+    "Client",
+    "Connection",
+    "RemoteVcpu",
+    "open_channel",
+]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = (
@@ -63,7 +74,7 @@ DEFAULT_BATCH_SIZE = 4096
 """Exits per streamed batch: large enough to amortise a message, small enough for progress."""
 
 _Response = TypeVar("_Response")
-Operand = int | str
+T = TypeVar("T")
 Pem = str | os.PathLike[str] | bytes
 """A PEM file's path or its contents."""
 
@@ -77,36 +88,29 @@ def _pem(value: Pem | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
-def channel_credentials(
-    tls: bool = False,
-    tls_ca: Pem | None = None,
-    tls_cert: Pem | None = None,
-    tls_key: Pem | None = None,
-) -> grpc.ChannelCredentials | None:
-    """TLS credentials when any TLS setting is given, else None (plaintext); shared by the
-    sync client and the load generator's aio channels."""
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("a client certificate (tls_cert) and its key (tls_key) go together")
-    if not (tls or tls_ca or tls_cert):
-        return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=_pem(tls_ca), private_key=_pem(tls_key), certificate_chain=_pem(tls_cert)
-    )
-
-
 def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
     """The call metadata that carries ``token`` (None without one)."""
     return (("authorization", f"Bearer {token}"),) if token else None
 
 
-def _channel(
-    target: str, tls_ca: Pem | None, tls_cert: Pem | None, tls_key: Pem | None, tls: bool
-) -> grpc.Channel:
-    """A plaintext channel, or a TLS one when any TLS setting is given."""
-    credentials = channel_credentials(tls, tls_ca, tls_cert, tls_key)
-    if credentials is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+def open_channel(
+    transport: ModuleType,
+    target: str,
+    tls_ca: Pem | None,
+    tls_cert: Pem | None,
+    tls_key: Pem | None,
+    tls: bool,
+) -> Any:
+    """A plaintext channel, or a TLS one when any TLS setting is given; ``transport`` is
+    ``grpc`` (a sync channel) or ``grpc.aio`` (an asyncio one)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("a client certificate (tls_cert) and its key (tls_key) go together")
+    if not (tls or tls_ca or tls_cert):
+        return transport.insecure_channel(target, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_pem(tls_ca), private_key=_pem(tls_key), certificate_chain=_pem(tls_cert)
+    )
+    return transport.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
 class _Requests:
@@ -128,14 +132,18 @@ class _Requests:
                 self.call.cancel()
 
 
-class Client:
-    """A connection to one vmxsim server. ``timeout`` bounds each unary call (seconds);
-    ``stream_timeout`` bounds a whole drive or replay stream (None = no deadline).
+class Connection:
+    """What ``Client`` and ``AsyncClient`` share: one channel to one vmxsim server and the
+    options of its calls. ``timeout`` bounds each unary call (seconds); ``stream_timeout``
+    bounds a whole drive or replay stream (None = no deadline).
 
     TLS is used when ``tls`` is true or any of ``tls_ca`` (the CA that signed the server's
     certificate; None = the system's roots), ``tls_cert``/``tls_key`` (a client certificate,
     for mutual TLS) is given. ``token`` is sent as ``authorization: Bearer <token>``.
     """
+
+    transport: ModuleType = grpc
+    """``grpc`` or ``grpc.aio``: which kind of channel a subclass opens."""
 
     def __init__(
         self,
@@ -153,8 +161,13 @@ class Client:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self._metadata = bearer_metadata(token)
-        self._channel = _channel(target, tls_ca, tls_cert, tls_key, tls)
+        self._channel = open_channel(self.transport, target, tls_ca, tls_cert, tls_key, tls)
         self._stub = pb_grpc.VcpuServiceStub(self._channel)
+
+
+class Client(Connection):
+    """A connection to one vmxsim server (options: ``Connection``); every method is one RPC or
+    one stream."""
 
     def close(self) -> None:
         """Close the channel."""
@@ -165,6 +178,10 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _unary(self, call: calls.Unary[T]) -> T:
+        """Run one ``calls`` unary call and parse its answer."""
+        return call.parse(self._call(getattr(self._stub, call.method), call.request))
 
     def _call(self, method: Callable[..., _Response], request: Any) -> _Response:
         try:
@@ -192,23 +209,22 @@ class Client:
 
     def create_vm(self, maxphyaddr: int = 0) -> VmInfo:
         """A new empty VM (``maxphyaddr`` 0 = the server's default)."""
-        reply = self._call(self._stub.CreateVm, pb.CreateVmRequest(maxphyaddr=maxphyaddr))
-        return VmInfo.from_pb(reply.vm)
+        return self._unary(calls.create_vm(maxphyaddr))
 
     def list_vms(self) -> list[VmInfo]:
         """Every VM on the server."""
-        return [VmInfo.from_pb(v) for v in self._call(self._stub.ListVms, pb.ListVmsRequest()).vms]
+        return self._unary(calls.list_vms())
 
     def delete_vm(self, vm_id: str) -> None:
         """Delete a VM and its vCPUs."""
-        self._call(self._stub.DeleteVm, pb.DeleteVmRequest(vm_id=vm_id))
+        self._unary(calls.delete_vm(vm_id))
 
     # --- vCPUs -----------------------------------------------------------------------------------
 
     def create_vcpu(
         self,
-        profile: str = "kvm",
-        mode: str = "native",
+        profile: Profile = "kvm",
+        mode: Mode = "native",
         *,
         vm: str | None = None,
         revision_id: int | None = None,
@@ -220,25 +236,16 @@ class Client:
         l0: str | None = None,
     ) -> RemoteVcpu:
         """A new vCPU outside VMX operation; capabilities left None take the server's default;
-        ``l0`` names the L0 model of a nested mode (None = the profile's default)."""
-        given: dict[str, Any] = {
-            "revision_id": revision_id,
-            "maxphyaddr": maxphyaddr,
-            "vmx_misc_bit29": vmx_misc_bit29,
-            "vmcs_shadowing": vmcs_shadowing,
-            "cr3_target_count": cr3_target_count,
-            "feature_control": feature_control,
-        }
-        capabilities = pb.Capabilities(**{k: v for k, v in given.items() if v is not None})
-        request = pb.CreateVcpuRequest(
-            vm_id=vm or "",
-            profile=profile,
-            mode=mode_to_pb(mode),
-            capabilities=capabilities,
-            l0=l0 or "",
-        )
-        reply = self._call(self._stub.CreateVcpu, request)
-        return RemoteVcpu(self, VcpuInfo.from_pb(reply.vcpu))
+        ``l0`` names the L0 model of a nested mode (None = the profile's default). ValueError for
+        an unknown profile or mode."""
+        info = self._unary(
+            calls.create_vcpu(
+                profile, mode, vm, revision_id=revision_id, maxphyaddr=maxphyaddr,
+                vmx_misc_bit29=vmx_misc_bit29, vmcs_shadowing=vmcs_shadowing,
+                cr3_target_count=cr3_target_count, feature_control=feature_control, l0=l0,
+            )
+        )  # fmt: skip
+        return RemoteVcpu(self, info)
 
     def vcpu(self, vcpu_id: str) -> RemoteVcpu:
         """A handle on an existing vCPU (one GetVcpu call; NotFoundError when unknown)."""
@@ -246,17 +253,15 @@ class Client:
 
     def get_vcpu(self, vcpu_id: str) -> VcpuInfo:
         """One vCPU's current state."""
-        reply = self._call(self._stub.GetVcpu, pb.GetVcpuRequest(vcpu_id=vcpu_id))
-        return VcpuInfo.from_pb(reply.vcpu)
+        return self._unary(calls.get_vcpu(vcpu_id))
 
     def list_vcpus(self, vm: str | None = None) -> list[VcpuInfo]:
         """Every vCPU, or those of one VM."""
-        reply = self._call(self._stub.ListVcpus, pb.ListVcpusRequest(vm_id=vm or ""))
-        return [VcpuInfo.from_pb(v) for v in reply.vcpus]
+        return self._unary(calls.list_vcpus(vm))
 
     def delete_vcpu(self, vcpu_id: str) -> None:
         """Delete one vCPU."""
-        self._call(self._stub.DeleteVcpu, pb.DeleteVcpuRequest(vcpu_id=vcpu_id))
+        self._unary(calls.delete_vcpu(vcpu_id))
 
     # --- instructions, exits, stats --------------------------------------------------------------
 
@@ -264,13 +269,13 @@ class Client:
         self, vcpu_id: str, instructions: Iterable[Instruction], *, stop_on_failure: bool = False
     ) -> list[InstructionResult]:
         """Run instructions in order in one Execute call; one result per executed instruction."""
-        request = pb.ExecuteRequest(
-            vcpu_id=vcpu_id,
-            instructions=[i.to_pb() for i in instructions],
-            stop_on_failure=stop_on_failure,
-        )
-        reply = self._call(self._stub.Execute, request)
-        return [InstructionResult.from_pb(r) for r in reply.results]
+        return self._unary(calls.execute(vcpu_id, instructions, stop_on_failure))
+
+    def valid_state(self, vcpu_id: str, **overrides: int) -> dict[str, int]:
+        """Field name -> value of a VMCS with which VM entry passes every entry check for the
+        vCPU's capabilities (the server derives it from its entry-check table), ``overrides``
+        (field names) applied. InvalidArgumentError for an unknown field name."""
+        return self._unary(calls.valid_state(vcpu_id, overrides))
 
     def drive(
         self,
@@ -279,18 +284,13 @@ class Client:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         per_exit: bool = False,
-        on_batch: Callable[[dict[str, Any]], None] | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
     ) -> StatsAccumulator:
         """Drive a vCPU with exits (records, column batches or a trace reader: see
         ``wire.exit_batches``); returns the summed batch stats (``.summary()``)."""
-
-        def requests() -> Iterator[pb.DriveRequest]:
-            yield pb.DriveRequest(vcpu_id=vcpu_id, per_exit=per_exit)
-            for batch in exit_batches(source, batch_size):
-                yield pb.DriveRequest(batch=batch, per_exit=per_exit)
-
+        requests = calls.drive_requests(vcpu_id, source, batch_size, per_exit)
         totals = StatsAccumulator()
-        for response in self._stream(self._stub.Drive, requests()):
+        for response in self._stream(self._stub.Drive, requests):
             totals.add(response.stats)
             if on_batch is not None:
                 on_batch(batch_dict(response.stats))
@@ -299,70 +299,63 @@ class Client:
     def replay(
         self,
         source: Any,
-        profile: str = "kvm",
-        mode: str = "native",
+        profile: Profile = "kvm",
+        mode: Mode = "native",
         *,
         vcpu: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         per_exit: bool = False,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[ReplayProgress], None] | None = None,
         skipped: int = 0,
         unknown_reasons: Mapping[str, int] | None = None,
         resume: bool = False,
+        resume_token: str = "",
         resume_timeout: float = RESUME_TIMEOUT_SECONDS,
         max_unacked: int = DEFAULT_MAX_UNACKED,
         l0: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         """Replay exits (records, column batches or a trace reader) on a temporary vCPU of
         ``profile``/``mode`` (and L0 model ``l0`` when nested; or on ``vcpu``); returns the run
         summary.
 
-        ``on_progress`` gets one dict per acknowledged batch: ``acked_sequence``, ``exits`` so
-        far, ``batch`` (``wire.batch_dict``), ``resume_token`` and ``duplicate`` (a batch sent
-        again after a resume, not run twice). ``skipped`` and ``unknown_reasons`` are counts
-        known before the first exit; a trace reader's own counters (``.skipped``,
+        ``on_progress`` gets one ``ReplayProgress`` per acknowledged batch: ``acked_sequence``,
+        ``exits`` so far, ``batch``, ``resume_token`` and ``duplicate`` (a batch sent again
+        after a resume, not run twice). ``skipped`` and ``unknown_reasons`` are counts known
+        before the first exit; a trace reader's own counters (``.skipped``,
         ``.unknown_reasons``) are sent when the stream ends.
 
         With ``resume``, a stream lost to UNAVAILABLE or ABORTED (the server died or restarts)
         is retried with backoff for up to ``resume_timeout`` seconds and continues after the
         last acknowledged batch (the server needs ``--state-dir``; see resume.py). At most
         ``max_unacked`` batches are in flight.
+
+        ``resume_token`` (from another process's ``on_progress``) continues that replay: give
+        the same ``source`` and ``batch_size``; batches the server already ran are sent again
+        and acknowledged as duplicates, the summary counts every exit once. Add
+        ``resume=True`` to ride out ABORTED while the other process's stream is still open.
         """
-        start = pb.ReplayStart(
-            vcpu_id=vcpu or "",
-            profile=profile,
-            mode=mode_to_pb(mode),
-            per_exit=per_exit,
-            skipped=skipped,
-            l0=l0 or "",
-            unknown_reasons=dict(unknown_reasons or {}),
-        )
-
-        def end() -> pb.ReplayEnd:
-            return pb.ReplayEnd(
-                skipped=getattr(source, "skipped", 0),
-                unknown_reasons=dict(getattr(source, "unknown_reasons", None) or {}),
-            )
-
-        feed = ReplayFeed(start, exit_batches(source, batch_size), end, max_unacked)
-        failures, acks, give_up = 0, 0, 0.0
-        while True:
-            try:
-                return self._replay_attempt(feed, on_progress)
-            except (UnavailableError, AbortedError):
-                now = time.monotonic()
-                if feed.acks != acks:  # progress since the last failure: a fresh allowance
-                    failures, acks, give_up = 0, feed.acks, 0.0
-                give_up = give_up or now + resume_timeout
-                if not resume or not feed.can_resume() or now >= give_up:
-                    raise
-            time.sleep(min(0.1 * 2**failures, 2.0))
-            failures += 1
-            feed.next_attempt()
+        feed = calls.replay_feed(
+            source, profile=profile, mode=mode, vcpu=vcpu, batch_size=batch_size,
+            per_exit=per_exit, skipped=skipped, unknown_reasons=unknown_reasons,
+            resume_token=resume_token, max_unacked=max_unacked, l0=l0,
+        )  # fmt: skip
+        retry = calls.ReplayRetry(feed, resume, resume_timeout)
+        try:
+            while True:
+                try:
+                    return self._replay_attempt(feed, on_progress)
+                except (UnavailableError, AbortedError):
+                    delay = retry.delay()
+                    if delay is None:
+                        raise
+                time.sleep(delay)
+                feed.next_attempt()
+        finally:
+            feed.next_attempt()  # release a request thread still waiting for room
 
     def _replay_attempt(
-        self, feed: ReplayFeed, on_progress: Callable[[dict[str, Any]], None] | None
-    ) -> dict[str, Any]:
+        self, feed: ReplayFeed, on_progress: Callable[[ReplayProgress], None] | None
+    ) -> RunSummary:
         """One Replay stream of ``feed``: the summary, or the error that cut the stream. The
         stream is read to its end after the summary, so the call ends with the server's OK
         rather than a cancel (which the server's metrics would count as an error)."""
@@ -371,41 +364,47 @@ class Client:
             if response.HasField("summary"):
                 summary = summary_dict(response.summary)
                 continue
-            p = response.progress
-            feed.acknowledged(p.acked_sequence, p.resume_token)
+            feed.acknowledged(response.progress.acked_sequence, response.progress.resume_token)
             if on_progress is not None:
-                on_progress(
-                    {
-                        "acked_sequence": p.acked_sequence,
-                        "exits": p.exits,
-                        "batch": batch_dict(p.batch),
-                        "resume_token": p.resume_token,
-                        "duplicate": p.duplicate,
-                    }
-                )
+                on_progress(calls.progress_dict(response.progress))
         if summary is None:
             raise RuntimeError("the replay stream ended without a summary")
         return summary
 
-    def stats(self, vcpu_id: str) -> dict[str, Any]:
-        """The run summary of every exit a vCPU has handled."""
-        reply = self._call(self._stub.GetStats, pb.GetStatsRequest(vcpu_id=vcpu_id))
-        return summary_dict(reply.summary)
+    def stats(self, vcpu_id: str) -> RunSummary:
+        """The run summary of every exit a vCPU has handled (driven, replayed and injected)."""
+        return self._unary(calls.stats(vcpu_id))
 
     # --- snapshots -------------------------------------------------------------------------------
 
     def snapshot(self, vcpu_id: str) -> bytes:
         """A vCPU's opaque snapshot (capabilities, VMX state, its VM's memory)."""
-        return self._call(self._stub.Snapshot, pb.SnapshotRequest(vcpu_id=vcpu_id)).data
+        return self._unary(calls.snapshot(vcpu_id))
 
     def restore(self, data: bytes, vm: str | None = None) -> RemoteVcpu:
         """A new vCPU from snapshot bytes, in ``vm`` or a new VM."""
-        reply = self._call(self._stub.Restore, pb.RestoreRequest(vm_id=vm or "", data=data))
-        return RemoteVcpu(self, VcpuInfo.from_pb(reply.vcpu))
+        return RemoteVcpu(self, self._unary(calls.restore(data, vm)))
+
+    # --- diagnose (issue 12) ---------------------------------------------------------------------
+
+    def diagnose(
+        self,
+        text: str | bytes | None = None,
+        values: Mapping[str, int] | None = None,
+        format: str | None = None,
+        capabilities: DiagnoseCapabilities | None = None,
+    ) -> list[dict[str, Any]]:
+        """Diagnose the VMCS dumps in ``text`` (or the field ``values``) with the entry checks:
+        one ``vmxsim diagnose --json`` document per dump. ``capabilities``: IA32_VMX_* MSR values
+        by index, or a capabilities file's text."""
+        request = diagnose_request(text, values, format, capabilities)
+        reply = self._call(self._stub.Diagnose, request)
+        return [diagnosis_doc(d) for d in reply.diagnoses]
 
 
-class RemoteVcpu:
-    """One vCPU on the server: VMX instructions as methods, each one Execute call.
+class RemoteVcpu(VcpuInstructions[InstructionResult]):
+    """One vCPU on the server: VMX instructions as methods (vcpu_ops.py), each one Execute call,
+    and the helpers a harness needs to reach VM entry.
 
     Use ``execute([...])`` to send many instructions in one call.
     """
@@ -433,82 +432,39 @@ class RemoteVcpu:
         """Run a batch of instructions in one call."""
         return self.client.execute(self.id, instructions, stop_on_failure=stop_on_failure)
 
-    def _one(self, op: str, *operands: Operand) -> InstructionResult:
+    def _one(self, op: str, *operands: int | str) -> InstructionResult:
         return self.execute([Instruction(op, operands)])[0]
 
-    def vmxon(self, address: int) -> InstructionResult:
-        """VMXON with the VMXON region at ``address``."""
-        return self._one("VMXON", address)
+    # --- harness helpers -------------------------------------------------------------------------
 
-    def vmxoff(self) -> InstructionResult:
-        """VMXOFF."""
-        return self._one("VMXOFF")
+    def enter_vmx(
+        self, vmxon_region: int = DEFAULT_VMXON_REGION, vmcs_region: int = DEFAULT_VMCS_REGION
+    ) -> list[InstructionResult]:
+        """Into VMX root operation with a current VMCS, in one Execute call: the revision
+        identifier into both regions, VMXON, VMCLEAR and VMPTRLD. VmxSetupError when a step
+        fails (e.g. VMXON in VMX operation already)."""
+        steps = calls.enter_vmx_instructions(vmxon_region, vmcs_region)
+        return calls.require_ok("enter_vmx", self.execute(steps))
 
-    def vmclear(self, address: int) -> InstructionResult:
-        """VMCLEAR of the VMCS at ``address``."""
-        return self._one("VMCLEAR", address)
+    def write_valid_state(self, **overrides: int) -> dict[str, int]:
+        """VMWRITE a VMCS with which VMLAUNCH passes every entry check for this vCPU's
+        capabilities (``Client.valid_state``), ``overrides`` (field names) applied; returns the
+        state written. Needs a current VMCS (``enter_vmx``); VmxSetupError otherwise."""
+        state = self.client.valid_state(self.id, **overrides)
+        calls.require_ok("write_valid_state", self.execute(calls.valid_state_writes(state)))
+        return state
 
-    def vmptrld(self, address: int) -> InstructionResult:
-        """VMPTRLD of the VMCS at ``address``."""
-        return self._one("VMPTRLD", address)
-
-    def vmptrst(self) -> InstructionResult:
-        """VMPTRST: the current-VMCS pointer in ``.value``."""
-        return self._one("VMPTRST")
-
-    def vmread(self, field: Operand) -> InstructionResult:
-        """VMREAD of a field (name or encoding): the value in ``.value``."""
-        return self._one("VMREAD", field)
-
-    def vmwrite(self, field: Operand, value: int) -> InstructionResult:
-        """VMWRITE of a field (name or encoding)."""
-        return self._one("VMWRITE", field, value)
-
-    def vmlaunch(self) -> InstructionResult:
-        """VMLAUNCH."""
-        return self._one("VMLAUNCH")
-
-    def vmresume(self) -> InstructionResult:
-        """VMRESUME."""
-        return self._one("VMRESUME")
-
-    def mem32(self, address: int, value: int) -> InstructionResult:
-        """Pseudo-op: write 32 bits of the VM's memory."""
-        return self._one("MEM32", address, value)
-
-    def revid(self, address: int) -> InstructionResult:
-        """Pseudo-op: write the vCPU's VMCS revision identifier at ``address``."""
-        return self._one("REVID", address)
-
-    def cr0(self, value: int) -> InstructionResult:
-        """Pseudo-op: set CR0."""
-        return self._one("CR0", value)
-
-    def cr4(self, value: int) -> InstructionResult:
-        """Pseudo-op: set CR4."""
-        return self._one("CR4", value)
-
-    def wrmsr(self, index: int, value: int) -> InstructionResult:
-        """Pseudo-op: write an MSR."""
-        return self._one("WRMSR", index, value)
-
-    def exit(
-        self,
-        reason: Operand,
-        qualification: int = 0,
-        *,
-        rip: int = 0,
-        info2: int = 0,
-        intr_info: int = 0,
-        error_code: int = 0,
-        guest_physical_address: int = 0,
-        instruction_len: int = 0,
+    def inject_exit(
+        self, reason: int | str, qualification: int = 0, **exit_fields: int
     ) -> InstructionResult:
-        """Pseudo-op: deliver a VM exit (reason by name or number) to the vCPU in non-root."""
-        return self._one(
-            "EXIT", reason, qualification, rip, info2, intr_info, error_code,
-            guest_physical_address, instruction_len,
-        )  # fmt: skip
+        """Deliver a VM exit to the guest running in non-root operation (the EXIT pseudo-op;
+        ``exit_fields``: rip, info2, intr_info, error_code, guest_physical_address,
+        instruction_len). The exit counts in ``stats()`` and ``refresh().exits`` alike.
+        VmxSetupError when no guest runs."""
+        instruction = calls.inject_exit_instruction(reason, qualification, **exit_fields)
+        return calls.require_ok("inject_exit", self.execute([instruction]))[0]
+
+    # --- streams and state -----------------------------------------------------------------------
 
     def drive(
         self,
@@ -516,21 +472,20 @@ class RemoteVcpu:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         per_exit: bool = False,
-        on_batch: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> DriveSummary:
         """Drive exits through this vCPU (Drive stream); returns the totals in run-summary
         shape plus ``vcpu_id`` and ``batches`` (p50/p99 per exit only with ``per_exit``)."""
         totals = self.client.drive(
             self.id, source, batch_size=batch_size, per_exit=per_exit, on_batch=on_batch
         )
-        totals.profile, totals.mode = self.info.profile, self.info.mode
-        return {"vcpu_id": self.id, "batches": totals.batches, **totals.summary()}
+        return calls.drive_summary(self.info, totals)
 
-    def replay(self, source: Any, **options: Any) -> dict[str, Any]:
+    def replay(self, source: Any, **options: Any) -> RunSummary:
         """Replay exits on this vCPU (Replay stream); see ``Client.replay``."""
         return self.client.replay(source, vcpu=self.id, **options)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RunSummary:
         """The run summary of every exit this vCPU has handled."""
         return self.client.stats(self.id)
 

@@ -34,6 +34,7 @@ from typing import Any
 import google.rpc.error_details_pb2 as error_details_pb2
 import google.rpc.status_pb2 as status_pb2
 import grpc
+import grpc.aio
 
 __all__ = [
     "AbortedError",

@@ -16,12 +16,21 @@ import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.records import COLUMNS, ExitRecord
 from vmxsim_server.vmx.summary import INSTRUCTIONS, distribution
+
+from .summaries import (
+    BatchReport,
+    Distribution,
+    InstructionCounts,
+    L0Summary,
+    ReasonStats,
+    RunSummary,
+)
 
 __all__ = [
     "MODES",
@@ -104,7 +113,7 @@ def exit_batches(source: Any, size: int, first_sequence: int = 1) -> Iterator[pb
 # --- stats -> the run-summary dict ---------------------------------------------------------------
 
 
-def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, dict[str, Any]]:
+def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, ReasonStats]:
     rows = sorted(entries.items(), key=lambda kv: (-kv[1].exits, kv[0]))
     return {
         name: {
@@ -118,7 +127,7 @@ def _by_reason(entries: Mapping[str, pb.ReasonStats]) -> dict[str, dict[str, Any
     }
 
 
-def _l0_dict(message: pb.RunSummary | pb.BatchStats) -> dict[str, Any] | None:
+def _l0_dict(message: pb.RunSummary | pb.BatchStats) -> L0Summary | None:
     """The ``"l0"`` object (None in native mode: the message has no L0 stats)."""
     if not message.HasField("l0"):
         return None
@@ -129,14 +138,18 @@ def _l0_dict(message: pb.RunSummary | pb.BatchStats) -> dict[str, Any] | None:
     out["by_cause"] = dict(sorted(l0.by_cause.items(), key=lambda kv: (-kv[1], kv[0])))
     out["vmcs02_rebuilds"] = l0.vmcs02_rebuilds
     out["seconds"] = l0.seconds
-    return out
+    return cast(L0Summary, out)
 
 
-def _distribution(d: pb.Distribution) -> dict[str, float]:
+def _distribution(d: pb.Distribution) -> Distribution:
     return {"mean": d.mean, "p50": d.p50, "p99": d.p99}
 
 
-def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
+def _instructions(message: pb.InstructionCounts) -> InstructionCounts:
+    return cast(InstructionCounts, {name: getattr(message, name) for name in INSTRUCTIONS})
+
+
+def summary_dict(s: pb.RunSummary) -> RunSummary:
     """A ``RunSummary`` as the ``--json`` run summary (DESIGN.md "Machine-readable output")."""
     return {
         "profile": s.profile,
@@ -145,7 +158,7 @@ def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
         "skipped": s.skipped,
         "unknown_reasons": dict(sorted(s.unknown_reasons.items())),
         "instructions": {
-            **{name: getattr(s.instructions, name) for name in INSTRUCTIONS},
+            **_instructions(s.instructions),
             "other": dict(sorted(s.other_instructions.items())),
         },
         "per_exit": {
@@ -160,13 +173,13 @@ def summary_dict(s: pb.RunSummary) -> dict[str, Any]:
     }
 
 
-def batch_dict(b: pb.BatchStats) -> dict[str, Any]:
+def batch_dict(b: pb.BatchStats) -> BatchReport:
     """One batch's stats: ``sequence, exits, instructions, cache, simulated_seconds, by_reason``
     (plus ``per_exit_vmread``/``per_exit_vmwrite``/``per_exit_seconds`` when sent)."""
-    out: dict[str, Any] = {
+    out: BatchReport = {
         "sequence": b.sequence,
         "exits": b.exits,
-        "instructions": {name: getattr(b.instructions, name) for name in INSTRUCTIONS},
+        "instructions": _instructions(b.instructions),
         "cache": {"hits": b.cache_hits, "misses": b.cache_misses},
         "simulated_seconds": b.simulated_seconds,
         "by_reason": _by_reason(b.by_reason),
@@ -230,12 +243,12 @@ class StatsAccumulator:
             l0["vmcs02_rebuilds"] += b.l0.vmcs02_rebuilds
             l0["seconds"] += b.l0.seconds
 
-    def _per_exit(self, name: str, hist: Counter[int]) -> dict[str, float]:
+    def _per_exit(self, name: str, hist: Counter[int]) -> Distribution:
         if hist:
-            return distribution(hist)
+            return cast(Distribution, distribution(hist))
         return {"mean": self.instructions[name] / self.exits if self.exits else 0.0}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """The totals in run-summary shape (``skipped``/``unknown_reasons`` are 0/empty)."""
         reasons = sorted(self.by_reason.items(), key=lambda kv: (-kv[1]["exits"], kv[0]))
         return {
@@ -244,10 +257,13 @@ class StatsAccumulator:
             "exits": self.exits,
             "skipped": 0,
             "unknown_reasons": {},
-            "instructions": {
-                **{name: self.instructions[name] for name in INSTRUCTIONS},
-                "other": dict(sorted(self.other.items())),
-            },
+            "instructions": cast(
+                InstructionCounts,
+                {
+                    **{name: self.instructions[name] for name in INSTRUCTIONS},
+                    "other": dict(sorted(self.other.items())),
+                },
+            ),
             "per_exit": {
                 "vmread": self._per_exit("vmread", self.vmread_hist),
                 "vmwrite": self._per_exit("vmwrite", self.vmwrite_hist),
@@ -268,14 +284,14 @@ class StatsAccumulator:
             "l0": self._l0(),
         }
 
-    def _l0(self) -> dict[str, Any] | None:
+    def _l0(self) -> L0Summary | None:
         """The L0 totals; per exit only the mean (batches carry no per-exit L0 counts)."""
         if self.l0 is None:
             return None
         l0 = self.l0
         by_cause = sorted(l0["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))
         mean = l0["exits"] / self.exits if self.exits else 0.0
-        return {**l0, "per_exit": {"mean": mean}, "by_cause": dict(by_cause)}
+        return cast(L0Summary, {**l0, "per_exit": {"mean": mean}, "by_cause": dict(by_cause)})
 
 
 # --- vCPUs and VMs -------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from locust.env import Environment  # noqa: E402
 
 from vmxsim.v1 import vmxsim_pb2 as pb  # noqa: E402
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc  # noqa: E402
-from vmxsim_client.client import bearer_metadata, channel_credentials  # noqa: E402
+from vmxsim_client.client import bearer_metadata, open_channel  # noqa: E402
 from vmxsim_client.connection import add_connection_options, client_kwargs  # noqa: E402
 from vmxsim_client.instructions import Instruction  # noqa: E402
 from vmxsim_client.wire import exit_batches, mode_to_pb  # noqa: E402
@@ -78,11 +78,9 @@ def _channel(environment: Environment, target: str) -> tuple[grpc.Channel, Any]:
     (the bearer token, or None)."""
     parsed = environment.parsed_options
     options = client_kwargs(parsed, prefix=PREFIX) if parsed else {}
-    token = options.pop("token", None)
-    credentials = channel_credentials(**options)
-    if credentials is None:
-        return grpc.insecure_channel(target), bearer_metadata(token)
-    return grpc.secure_channel(target, credentials), bearer_metadata(token)
+    tls = (options.get("tls_ca"), options.get("tls_cert"), options.get("tls_key"))
+    channel = open_channel(grpc, target, *tls, bool(options.get("tls")))
+    return channel, bearer_metadata(options.get("token"))
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):

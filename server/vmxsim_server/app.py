@@ -40,7 +40,7 @@ from .observe import NULL_OBSERVER, Observer
 from .reflection import enable_reflection
 from .registry import Registry
 from .request_limits import RequestSizeInterceptor
-from .security import AuthInterceptor, server_credentials
+from .security import AuthInterceptor, metrics_tls, server_credentials
 from .service import SERVICE_NAME, VcpuService
 from .state import StateDir
 from .status import ErrorInterceptor
@@ -145,6 +145,7 @@ class _Running:
     metrics: ServerMetrics | None = None
     state: StateDir | None = None
     saver: asyncio.Task[None] | None = None
+    health_server: aio.Server | None = None
 
     async def save_state(self) -> str:
         """Save the changed vCPUs to the state directory (on a worker thread) and expire old
@@ -186,6 +187,8 @@ class _Running:
         for info in cut:
             log.warning("shutdown cut %s", info.describe(), extra={"vcpu_id": info.vcpu_id})
         await stopping
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self.saver is not None:
             self.saver.cancel()
         failed = await self.save_state()
@@ -209,10 +212,28 @@ def _open_state(config: ServerConfig, registry: Registry) -> StateDir | None:
     return state
 
 
+async def _health_only(address: str, health: health_aio.HealthServicer) -> aio.Server:
+    """A plaintext server of ``grpc.health.v1`` alone (``--health-listen``): probes that cannot
+    do TLS see the same health as the main port, and nothing else."""
+    server = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {str(exc).split(';', 1)[0]}") from None
+    await server.start()
+    log.info("serving health alone on %s", address)
+    return server
+
+
 async def _start(config: ServerConfig, observer: Observer) -> _Running:
     credentials = server_credentials(config)
     auth = AuthInterceptor.from_config(config)
-    metrics = ServerMetrics(config.metrics_listen, observer) if config.metrics_listen else None
+    metrics = (
+        ServerMetrics(config.metrics_listen, observer, metrics_tls(config))
+        if config.metrics_listen
+        else None
+    )
     if metrics is not None:
         observer = metrics.observer
     limits = {limit.name: getattr(config, limit.name) for limit in LIMITS}
@@ -252,6 +273,8 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
         metrics.start()
     await server.start()
     running = _Running(server, health, service, port, metrics, state)
+    if config.health_listen is not None:
+        running.health_server = await _health_only(config.health_listen, health)
     if state is not None and config.snapshot_interval_seconds > 0:
         running.saver = asyncio.create_task(
             running.save_periodically(config.snapshot_interval_seconds)

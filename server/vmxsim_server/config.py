@@ -162,6 +162,26 @@ OPTIONS: tuple[Option, ...] = (
         "DIR",
         "keep vCPUs and resumable replays here across restarts (created if missing); 'off' = none",
     ),
+    Option(
+        "health_listen",
+        _optional_address,
+        "HOST:PORT",
+        "also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot do TLS,"
+        " e.g. Kubernetes' grpc probe); 'off' = only on --listen",
+    ),
+    Option(
+        "metrics_tls_cert",
+        _optional_file,
+        "FILE",
+        "PEM certificate chain: serve /metrics over HTTPS (with --metrics-tls-key)",
+    ),
+    Option("metrics_tls_key", _optional_file, "FILE", "PEM private key of --metrics-tls-cert"),
+    Option(
+        "metrics_tls_client_ca",
+        _optional_file,
+        "FILE",
+        "PEM CA bundle: /metrics needs a client certificate signed by it (e.g. Prometheus')",
+    ),
     Option("tls_cert", _optional_file, "FILE", "PEM certificate chain: serve TLS (with --tls-key)"),
     Option("tls_key", _optional_file, "FILE", "PEM private key of --tls-cert"),
     Option(
@@ -210,6 +230,10 @@ class ServerConfig:
     snapshot_interval_seconds: float = 30.0
     replay_retention_seconds: float = 3600.0
     state_dir: str | None = None
+    health_listen: str | None = None
+    metrics_tls_cert: str | None = None
+    metrics_tls_key: str | None = None
+    metrics_tls_client_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -250,6 +274,12 @@ def _check_together(config: ServerConfig) -> None:
         raise ConfigError(f"{flag['tls_cert']} and {flag['tls_key']} go together: give both")
     if config.tls_client_ca is not None and config.tls_cert is None:
         raise ConfigError(f"{flag['tls_client_ca']} needs {flag['tls_cert']} and {flag['tls_key']}")
+    if (config.metrics_tls_cert is None) != (config.metrics_tls_key is None):
+        raise ConfigError(
+            f"{flag['metrics_tls_cert']} and {flag['metrics_tls_key']} go together: give both"
+        )
+    if config.metrics_tls_client_ca is not None and config.metrics_tls_cert is None:
+        raise ConfigError(f"{flag['metrics_tls_client_ca']} needs {flag['metrics_tls_cert']}")
 
 
 assert {f.name for f in fields(ServerConfig)} == set(BY_NAME), "OPTIONS and ServerConfig differ"

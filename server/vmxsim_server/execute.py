@@ -14,6 +14,7 @@ sequencing mistake, reported so that a script can carry on).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from vmxsim.v1 import vmxsim_pb2 as pb
 from .limits import limit_error
 from .observe import Observer
 from .registry import Registry, VcpuEntry
+from .vmx.engine import BatchStats, ReasonTotals
 from .vmx.exceptions import InvalidArgument, StateError, UnknownField
 from .vmx.fields import BY_NAME
 from .vmx.instruction_errors import error_message
@@ -79,8 +81,19 @@ def _inject_exit(entry: VcpuEntry, message: pb.InjectExit) -> Outcome:
         entry.vcpu.vm_exit(record)
     except StateError as exc:
         return Outcome(Result.FAULT, message=str(exc))
-    entry.injected_exits += 1
+    entry.engine.totals.add(_injected(record.reason))
     return Outcome(Result.VM_EXIT, exit_reason=record.reason)
+
+
+def _injected(reason: int) -> BatchStats:
+    """An injected exit in the vCPU's totals: one exit of its reason that ran no profile handler
+    (the harness executes its own VMREADs/VMWRITEs), so GetVcpu's ``exits`` and GetStats' agree."""
+    return BatchStats(
+        exits=1,
+        by_reason={reason: ReasonTotals(exits=1)},
+        vmread_hist=Counter({0: 1}),
+        vmwrite_hist=Counter({0: 1}),
+    )
 
 
 _OPS: dict[str, Op] = {
@@ -106,10 +119,19 @@ _OPS: dict[str, Op] = {
 }
 
 
-def _checked(instructions: Sequence[pb.Instruction]) -> list[tuple[pb.Instruction, str]]:
+def _in_time(deadline: float | None, index: int, count: int, what: str) -> None:
+    """``TimeoutError`` once past ``deadline`` (looked at every ``_DEADLINE_EVERY``)."""
+    if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+        raise TimeoutError(f"deadline exceeded after {index} of {count} instructions ({what})")
+
+
+def _checked(
+    instructions: Sequence[pb.Instruction], deadline: float | None = None
+) -> list[tuple[pb.Instruction, str]]:
     """Each instruction with its op; raises for a request that cannot run as a whole."""
     checked: list[tuple[pb.Instruction, str]] = []
     for index, instruction in enumerate(instructions):
+        _in_time(deadline, index, len(instructions), "checked; none ran")
         op = instruction.WhichOneof("op")
         if op is None:
             where = f" (line {instruction.line})" if instruction.line else ""
@@ -170,14 +192,11 @@ def execute(
     """Run the instructions in order on one vCPU (the caller holds its locks); stop with
     ``TimeoutError`` once ``time.monotonic()`` passes ``deadline``."""
     observer: Observer = registry.observer
-    checked = _checked(instructions)
+    checked = _checked(instructions, deadline)
     _check_memory(registry, entry, checked)
     results = []
     for index, (instruction, op) in enumerate(checked):
-        if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"deadline exceeded after {index} of {len(checked)} instructions (those ran)"
-            )
+        _in_time(deadline, index, len(checked), "those ran")
         outcome = _OPS[op](entry, getattr(instruction, op))
         name = op.upper()
         observer.on_instruction(name, outcome)

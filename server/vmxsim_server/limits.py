@@ -41,13 +41,14 @@ class Limit:
 _EXHAUSTED = "RESOURCE_EXHAUSTED"
 _INVALID = "INVALID_ARGUMENT"
 _HOSTILE = "tests/test_hostile.py::"
+_STREAMS = "tests/test_service_streams.py::test_limits_on_streams_batches_and_message_size"
 
 LIMITS: tuple[Limit, ...] = (
     # how much the server holds at once
     Limit("max_vcpus", 10_000, "server", "vCPUs, and VMs, held at once (also by Restore)",
           _EXHAUSTED, "tests/test_service_management.py::test_vcpu_limit_is_resource_exhausted"),
     Limit("max_streams", 64, "server", "Drive/Replay streams open at once",
-          _EXHAUSTED, _HOSTILE + "test_idle_streams_cannot_take_every_slot"),
+          _EXHAUSTED, _STREAMS),
     Limit("max_vcpus_per_client", 5_000, "client", "vCPUs, and VMs, one client holds at once",
           _EXHAUSTED, _HOSTILE + "test_vcpus_are_capped_per_client"),
     Limit("max_streams_per_client", 32, "client", "Drive/Replay streams one client has open",
@@ -56,15 +57,15 @@ LIMITS: tuple[Limit, ...] = (
           _EXHAUSTED, _HOSTILE + "test_idle_streams_time_out"),
     # how much one request may carry or cost
     Limit("max_message_bytes", 16 * 1024 * 1024, "message", "bytes of one gRPC message, both ways",
-          _EXHAUSTED, "tests/test_bad_input.py::test_limits_on_streams_batches_and_message_size"),
+          _EXHAUSTED, _STREAMS),
     Limit("max_batch_exits", 100_000, "request", "exits in one ExitBatch",
-          _EXHAUSTED, "tests/test_bad_input.py::test_limits_on_streams_batches_and_message_size"),
+          _EXHAUSTED, _STREAMS),
     Limit("max_instructions", 10_000, "request", "instructions in one Execute",
           _INVALID, _HOSTILE + "test_execute_is_bounded"),
     Limit("max_snapshot_bytes", 8 * 1024 * 1024, "request",
           "bytes a Restore's snapshot may inflate to", _INVALID, _HOSTILE + "test_zlib_bomb"),
     # how much one VM may hold
-    Limit("max_vmcs_regions", 1_024, "VM", "VMCS regions in one VM's memory (about 2.5 KiB each)",
+    Limit("max_vmcs_regions", 1_024, "VM", "VMCS regions in one VM's memory",
           _EXHAUSTED, _HOSTILE + "test_execute_is_bounded"),
     Limit("max_memory_words", 16_384, "VM",
           "32-bit words written into one VM's memory (and MSRs of one vCPU)",

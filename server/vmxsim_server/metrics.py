@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import HTTPServer
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -316,11 +317,17 @@ class MetricsServer:
         self._thread.join()
 
 
-def start_metrics_server(address: str, registry: CollectorRegistry) -> MetricsServer:
-    """Serve ``registry`` at ``http://HOST:PORT/metrics`` (port 0: any free port)."""
+def start_metrics_server(
+    address: str, registry: CollectorRegistry, tls: dict[str, Any] | None = None
+) -> MetricsServer:
+    """Serve ``registry`` at ``http://HOST:PORT/metrics`` (port 0: any free port); ``tls``:
+    prometheus_client's ``certfile``, ``keyfile``, ``client_cafile``, ``client_auth_required``
+    for HTTPS (and client certificates)."""
     host, _, port = address.rpartition(":")
     try:
-        httpd, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        httpd, thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=registry, **(tls or {})
+        )
     except OSError as exc:
         raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
     return MetricsServer(httpd, thread)
@@ -331,11 +338,17 @@ class ServerMetrics:
     ``Registry``, the interceptor to put first on the gRPC server, and ``/metrics`` on
     ``address`` once started."""
 
-    def __init__(self, address: str, observer: Observer = NULL_OBSERVER) -> None:
+    def __init__(
+        self,
+        address: str,
+        observer: Observer = NULL_OBSERVER,
+        tls: dict[str, Any] | None = None,
+    ) -> None:
         # no `_created` series: they double every counter's series in the text format and no
         # panel reads them (process-wide, which is what a server process wants)
         disable_created_metrics()  # type: ignore[no-untyped-call]  # not annotated upstream
         self.address = address
+        self.tls = tls
         self.registry = CollectorRegistry()
         self.metrics_observer = MetricsObserver(self.registry)
         self.observer: Observer = (
@@ -365,7 +378,7 @@ class ServerMetrics:
 
     def start(self) -> int:
         """Start serving ``/metrics``; returns the bound port (logged)."""
-        self.http = start_metrics_server(self.address, self.registry)
+        self.http = start_metrics_server(self.address, self.registry, self.tls)
         host = self.address.rpartition(":")[0]
         log.info("serving /metrics on %s:%d", host, self.http.port)
         return self.http.port

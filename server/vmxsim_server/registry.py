@@ -29,9 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .limits import BY_NAME as LIMITS
-from .limits import limit_error
 from .observe import NULL_OBSERVER, Observer
+from .quotas import Quotas
 from .tenancy import ANYONE, Caller
 from .vmx import snapshot as snapshots
 from .vmx.capabilities import Capabilities
@@ -40,7 +39,6 @@ from .vmx.exceptions import (
     InvalidArgument,
     LimitExceeded,
     NotFound,
-    SnapshotTooLarge,
     StateError,
 )
 from .vmx.l0 import available_l0_models
@@ -86,7 +84,6 @@ class VcpuEntry:
     vcpu: Vcpu
     engine: Engine
     lock: threading.Lock = field(default_factory=threading.Lock)
-    injected_exits: int = 0
     streaming: bool = False
     temporary: bool = False
     """A replay's own vCPU, deleted with its VM when the replay ends (never saved)."""
@@ -99,8 +96,9 @@ class VcpuEntry:
 
     @property
     def exits(self) -> int:
-        """Every exit this vCPU handled: driven, replayed and injected."""
-        return self.engine.totals.exits + self.injected_exits
+        """Every exit this vCPU handled: driven, replayed and injected (one counter, the engine's
+        totals, which GetStats reports too)."""
+        return self.engine.totals.exits
 
 
 def _profile(name: str) -> Profile:
@@ -125,11 +123,8 @@ class Registry:
         **limits: int | float,
     ) -> None:
         """``limits``: any other limit of limits.LIMITS by name (default: its default)."""
-        unknown = set(limits) - set(LIMITS)
-        if unknown:
-            raise TypeError(f"unknown limits {sorted(unknown)}")
-        self.limits = {name: limits.get(name, limit.default) for name, limit in LIMITS.items()}
-        self.limits.update(max_vcpus=max_vcpus, max_streams=max_streams)
+        self.quotas = Quotas({**limits, "max_vcpus": max_vcpus, "max_streams": max_streams})
+        self.limits = self.quotas.limits
         self.max_vcpus = max_vcpus
         self.max_streams = max_streams
         self.observer = observer
@@ -143,12 +138,6 @@ class Registry:
         self._vms_of: Counter[str] = Counter()
         self._vcpus_of: Counter[str] = Counter()
         self._latency: dict[str, LatencyModel] = {}
-
-    def _limit(self, name: str, value: int, what: str) -> None:
-        """``LimitExceeded`` when ``value`` is above the limit ``name``."""
-        limit = self.limits[name]
-        if value > limit:
-            raise LimitExceeded(limit_error(name, limit, what), quota=name, limit=limit)
 
     # --- identity ------------------------------------------------------------------------------
 
@@ -184,7 +173,7 @@ class Registry:
             )  # fmt: skip
         if owner:
             held = self._vms_of[owner] + 1
-            self._limit("max_vcpus_per_client", held, f"this client would hold {held} VMs")
+            self.quotas.check("max_vcpus_per_client", held, f"this client would hold {held} VMs")
         if vm_id:
             self._next_vm = max(self._next_vm, _number(vm_id, "vm") + 1)
         else:
@@ -298,7 +287,7 @@ class Registry:
             )  # fmt: skip
         if owner:
             held = self._vcpus_of[owner] + 1
-            self._limit("max_vcpus_per_client", held, f"this client would hold {held} vCPUs")
+            self.quotas.check("max_vcpus_per_client", held, f"this client would hold {held} vCPUs")
         if vcpu_id in self._vcpus:
             raise StateError(f"{vcpu_id} exists already")
         if vm is None:
@@ -382,7 +371,7 @@ class Registry:
                 )  # fmt: skip
             held = self._streams_of[identity] + 1
             if identity:
-                self._limit(
+                self.quotas.check(
                     "max_streams_per_client", held, f"this client would have {held} streams open"
                 )
             self._streams += 1
@@ -448,25 +437,15 @@ class Registry:
     ) -> None:
         """``LimitExceeded`` when adding VMCS regions, memory words (by address) and MSRs (by
         index) would take the vCPU's VM or the vCPU past its limits (caller holds the locks)."""
-        memory = entry.vm.memory
-        new = set(regions)
-        if new:
-            total = len(memory.regions().keys() | new)
-            self._limit("max_vmcs_regions", total, f"{entry.vm.vm_id} would hold {total}")
-        new = set(words)
-        if new:
-            total = len(memory.words().keys() | new)
-            self._limit("max_memory_words", total, f"{entry.vm.vm_id} would hold {total}")
-        new = set(msrs)
-        if new:
-            total = len(entry.vcpu.msrs.keys() | new)
-            self._limit("max_memory_words", total, f"{entry.vcpu_id} would hold {total} MSRs")
+        msr_change = (entry.vcpu.msrs, msrs, entry.vcpu_id)
+        self.quotas.memory(entry.vm.memory, entry.vm.vm_id, regions, words, msr_change)
 
-    def snapshot(self, entry: VcpuEntry) -> bytes:
-        """The snapshot bytes of a vCPU (taken between its batches)."""
+    def snapshot(self, entry: VcpuEntry, current_only: bool = False) -> bytes:
+        """The snapshot bytes of a vCPU (taken between its batches); ``current_only``: of its
+        VM's VMCS regions only the current one (``snapshots.dump``)."""
         return self.with_vcpu(
             entry,
-            lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, e.injected_exits),
+            lambda e: snapshots.dump(e.vcpu, e.profile, e.mode, e.engine, 0, current_only),
         )
 
     def restore(
@@ -486,9 +465,9 @@ class Registry:
         Everything is checked before anything is registered: it restores whole or not at all.
         ``owner`` (default: the caller's identity) and ``uid`` are a saved vCPU's own."""
         owner = caller.identity if owner is None else owner
-        saved = self.load_snapshot(data)
+        saved = self.quotas.load(data)
         profile = _profile(saved.profile)
-        latency = self.latency_model(saved.mode)
+        latency = self.latency_model(saved.mode, saved.l0)
         caps = saved.capabilities
         with self._lock:
             vm = self._vm(vm_id, caller) if vm_id else None
@@ -497,10 +476,9 @@ class Registry:
                     f"the snapshot's MAXPHYADDR {caps.maxphyaddr} differs from {vm.vm_id}'s"
                     f" {vm.maxphyaddr}"
                 )
+            self.quotas.snapshot(saved)
             if vm is not None:
                 self._check_restore_into(vm, saved)
-            else:
-                self._check_snapshot_size(saved)
             if vcpu_id in self._vcpus:
                 raise StateError(f"{vcpu_id} exists already")
             if vm is None and new_vm_id:
@@ -508,27 +486,11 @@ class Registry:
             entry = self._add_vcpu(
                 vm, caps, profile, saved.mode, latency, saved.restore_vcpu, vcpu_id, owner
             )
-            saved.restore_engine(entry.engine)
-            entry.injected_exits = saved.injected_exits
+            _restore_totals(saved, entry.engine)
             if uid:
                 entry.uid = uid
         self._counts_changed()
         return entry
-
-    def load_snapshot(self, data: bytes) -> snapshots.Snapshot:
-        """Validated snapshot bytes, inflated within ``max_snapshot_bytes``."""
-        limit = int(self.limits["max_snapshot_bytes"])
-        try:
-            return snapshots.load(data, limit)
-        except SnapshotTooLarge as exc:
-            raise SnapshotTooLarge(limit_error("max_snapshot_bytes", limit, str(exc))) from None
-
-    def _check_snapshot_size(self, saved: snapshots.Snapshot) -> None:
-        """A snapshot's memory against the per-VM limits."""
-        regions, words, msrs = len(saved.regions), len(saved.words), len(saved.vcpu_state["msrs"])
-        self._limit("max_vmcs_regions", regions, f"the snapshot has {regions}")
-        self._limit("max_memory_words", words, f"the snapshot has {words}")
-        self._limit("max_memory_words", msrs, f"the snapshot has {msrs} MSRs")
 
     def _check_restore_into(self, vm: VmEntry, saved: snapshots.Snapshot) -> None:
         """Restoring into an existing VM: its limits, and no vCPU of it driven by a stream
@@ -536,12 +498,10 @@ class Registry:
         busy = [i for i in vm.vcpu_ids if self._vcpus[i].streaming]
         if busy:
             raise StateError(f"{vm.vm_id} has vCPUs driven by a stream: {', '.join(busy)}")
-        self._check_snapshot_size(saved)
         with vm.lock:
-            regions = len(vm.memory.regions().keys() | {r.address for r in saved.regions})
-            words = len(vm.memory.words().keys() | {address for address, _ in saved.words})
-        self._limit("max_vmcs_regions", regions, f"{vm.vm_id} would hold {regions}")
-        self._limit("max_memory_words", words, f"{vm.vm_id} would hold {words}")
+            regions = [region.address for region in saved.regions]
+            words = [address for address, _ in saved.words]
+            self.quotas.memory(vm.memory, vm.vm_id, regions, words)
 
     def restore_vm(
         self, vm_id: str, maxphyaddr: int, implicit: bool = False, owner: str = ""
@@ -556,7 +516,7 @@ class Registry:
     def reset(self, entry: VcpuEntry, data: bytes) -> None:
         """Put an existing vCPU back into a snapshot's state (a resumed replay's checkpoint);
         the snapshot must be of the vCPU's profile and mode."""
-        saved = self.load_snapshot(data)
+        saved = self.quotas.load(data)
         if (saved.profile, saved.mode) != (entry.profile, entry.mode):
             raise StateError(
                 f"the checkpoint is of a {saved.profile}/{saved.mode} vCPU; {entry.vcpu_id} is"
@@ -566,9 +526,14 @@ class Registry:
         with entry.lock, entry.vm.lock:
             entry.changes += 1
             entry.vcpu = saved.restore_vcpu(entry.vm.memory)
-            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode))
-            saved.restore_engine(entry.engine)
-            entry.injected_exits = saved.injected_exits
+            entry.engine = Engine(entry.vcpu, profile, self.latency_model(saved.mode, saved.l0))
+            _restore_totals(saved, entry.engine)
+
+
+def _restore_totals(saved: snapshots.Snapshot, engine: Engine) -> None:
+    """The snapshot's totals into ``engine``; older snapshots counted injected exits apart."""
+    saved.restore_engine(engine)
+    engine.totals.exits += saved.injected_exits
 
 
 def _number(object_id: str, kind: str) -> int:

@@ -41,6 +41,7 @@ __all__ = [
     "AuthInterceptor",
     "caller_of",
     "check_certificate",
+    "metrics_tls",
     "read_tokens",
     "server_credentials",
 ]
@@ -89,6 +90,19 @@ def check_certificate(cert: str, key: str, client_ca: str | None = None) -> None
             raise ConfigError(
                 f"--tls-client-ca {client_ca}: not a PEM CA bundle ({problem})"
             ) from None
+
+
+def metrics_tls(config: ServerConfig) -> dict[str, Any] | None:
+    """prometheus_client's HTTPS arguments for ``/metrics`` (None = plain HTTP)."""
+    if config.metrics_tls_cert is None or config.metrics_tls_key is None:
+        return None
+    check_certificate(config.metrics_tls_cert, config.metrics_tls_key, config.metrics_tls_client_ca)
+    return {
+        "certfile": config.metrics_tls_cert,
+        "keyfile": config.metrics_tls_key,
+        "client_cafile": config.metrics_tls_client_ca,
+        "client_auth_required": config.metrics_tls_client_ca is not None,
+    }
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:

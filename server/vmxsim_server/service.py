@@ -11,7 +11,7 @@ batch is acknowledged, and a ReplayStart with a resume token continues it (state
 Hooks of other modules, kept small here: who calls (``_caller``: tenancy.py, security.py) is
 passed to every registry call; limits (limits.py, bounds.py) are checked before work starts;
 with a state directory a new VM or vCPU is saved before it is acknowledged (``_persist``), and
-a batch whose checkpoint cannot be written is undone and answered UNAVAILABLE (``_rolled_back``).
+a batch whose checkpoint cannot be written is undone and answered UNAVAILABLE (replays.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from .discovery import DiscoveryMethods
 from .execute import check_size, execute
 from .paging import numbered_key, paginate
 from .registry import Registry, VcpuEntry
+from .replays import ReplayRun, bring_back, checkpoint_bytes, rolled_back
 from .security import AuthInterceptor, caller_of
 from .state import ReplayCheckpoint, StateDir
 from .tenancy import Caller
@@ -50,6 +51,9 @@ from .translate import (
     vcpu_message,
     vm_message,
 )
+from .translate_diagnose import diagnose_capabilities, diagnose_response
+from .valid_state import valid_state_fields
+from .vmx.diagnosis import diagnose_input
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
@@ -60,45 +64,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VcpuService"].full_name
 log = logging.getLogger("vmxsim.server")
 T = TypeVar("T")
 Context = aio.ServicerContext[Any, Any]
-
-
-@dataclass
-class ReplayRun:
-    """A replay's progress: its totals, counters and last batch, and its resume token ("" =
-    not resumable: the server has no state directory)."""
-
-    token: str
-    vcpu_id: str
-    per_exit: bool
-    totals: BatchStats = field(default_factory=BatchStats)
-    skipped: int = 0
-    unknown: Counter[str] = field(default_factory=Counter)
-    last: int | None = None
-    resumed_after: int | None = None
-    """The checkpoint's batch when resumed: batches up to it may arrive again (duplicates)."""
-    durable: bytes = b""
-    """The last checkpoint written (or, before the first, the start's): what a batch whose
-    checkpoint cannot be written is undone to."""
-
-    def duplicate(self, sequence: int) -> bool:
-        """Whether a batch was handled before the resume: its acknowledgement was lost, so
-        the client sends it again until the first new batch."""
-        after = self.resumed_after
-        return after is not None and self.last == after and sequence <= after
-
-    @classmethod
-    def resumed(cls, checkpoint: ReplayCheckpoint) -> ReplayRun:
-        """The run as of a checkpoint's acknowledged batch."""
-        return cls(
-            checkpoint.token,
-            checkpoint.vcpu_id,
-            checkpoint.per_exit,
-            checkpoint.totals,
-            checkpoint.skipped,
-            Counter(checkpoint.unknown_reasons),
-            checkpoint.acked_sequence,
-            checkpoint.acked_sequence,
-        )
 
 
 @dataclass
@@ -368,15 +333,13 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
                 if not caller.may_see(checkpoint.owner):
                     raise NotFound(f"no open replay {token} on this server")
                 run = ReplayRun.resumed(checkpoint)
-                run.durable = checkpoint.to_bytes()
+                run.durable, run.base = checkpoint.to_bytes(), checkpoint.base
                 log.info(
                     "resuming replay %s after batch %d", token, checkpoint.acked_sequence,
                     extra={"resume_token": token},
                 )  # fmt: skip
-                await self._in_thread(self._bring_back, checkpoint, caller)
-                async with self._replay_vcpu(
-                    checkpoint.vcpu_id, checkpoint.snapshot, start, caller
-                ) as e:
+                await self._in_thread(bring_back, self.registry, checkpoint, caller)
+                async with self._replay_vcpu(checkpoint.vcpu_id, checkpoint, start, caller) as e:
                     yield e, run
             return
         token = secrets.token_urlsafe(16) if self.state is not None else ""
@@ -385,33 +348,11 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             skipped=add_counts(0, start.skipped, "skipped lines"), unknown=Counter(),
         )  # fmt: skip
         add_count_maps(run.unknown, start.unknown_reasons, "unknown reason")
-        async with self._replay_vcpu(start.vcpu_id, b"", start, caller) as entry:
+        async with self._replay_vcpu(start.vcpu_id, None, start, caller) as entry:
             if token:
-                run.durable = await self._in_thread(self._checkpoint_bytes, entry, run)
+                run.base = await self._in_thread(self.registry.snapshot, entry)
+                run.durable = await self._in_thread(checkpoint_bytes, self.registry, entry, run)
             yield entry, run
-
-    def _bring_back(self, checkpoint: ReplayCheckpoint, caller: Caller) -> None:
-        """Check that a resumed replay's vCPU is the checkpoint's own (not another that got its
-        id), or bring it back from the checkpoint when a crash lost it before it was saved."""
-        if not checkpoint.vcpu_id:
-            return  # the replay's own temporary vCPU, made anew from the snapshot
-        try:
-            entry = self.registry.get(checkpoint.vcpu_id)
-        except NotFound:
-            vm_known = any(vm.vm_id == checkpoint.vm_id for vm in self.registry.list_vms())
-            self.registry.restore(
-                checkpoint.snapshot, checkpoint.vm_id if vm_known else "",
-                vcpu_id=checkpoint.vcpu_id, new_vm_id="" if vm_known else checkpoint.vm_id,
-                owner=checkpoint.owner, uid=checkpoint.vcpu_uid, caller=caller,
-            )  # fmt: skip
-            log.info("brought %s back from replay %s's checkpoint", checkpoint.vcpu_id,
-                     checkpoint.token, extra={"vcpu_id": checkpoint.vcpu_id})  # fmt: skip
-            return
-        if checkpoint.vcpu_uid and entry.uid != checkpoint.vcpu_uid:
-            raise StateError(
-                f"{checkpoint.vcpu_id} is not the vCPU replay {checkpoint.token} ran on (that one"
-                " is gone); start a new replay"
-            )
 
     def _state_for_resume(self) -> StateDir:
         if self.state is None:
@@ -422,14 +363,19 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
 
     @asynccontextmanager
     async def _replay_vcpu(
-        self, vcpu_id: str, snapshot: bytes, start: pb.ReplayStart, caller: Caller
+        self,
+        vcpu_id: str,
+        checkpoint: ReplayCheckpoint | None,
+        start: pb.ReplayStart,
+        caller: Caller,
     ) -> AsyncIterator[VcpuEntry]:
-        """Claim ``vcpu_id`` (reset to ``snapshot`` when resuming), or make a temporary vCPU in
-        a VM of its own (from ``snapshot`` when resuming) and delete it at the end."""
+        """Claim ``vcpu_id`` (reset to the checkpoint's snapshot when resuming), or make a
+        temporary vCPU in a VM of its own (from the checkpoint's when resuming) and delete it at
+        the end."""
         temporary_vm = ""
         if not vcpu_id:
-            if snapshot:
-                restore = partial(self.registry.restore, snapshot, caller=caller)
+            if checkpoint is not None:
+                restore = partial(self.registry.restore, checkpoint.whole, caller=caller)
                 made = await self._in_thread(restore)
             else:
                 made = self.registry.create_vcpu(
@@ -439,8 +385,8 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             vcpu_id, temporary_vm = made.vcpu_id, made.vm.vm_id
         try:
             with self.registry.claim(vcpu_id, caller) as entry:
-                if snapshot and not temporary_vm:
-                    await self._in_thread(self.registry.reset, entry, snapshot)
+                if checkpoint is not None and (checkpoint.base or not temporary_vm):
+                    await self._in_thread(self.registry.reset, entry, checkpoint.snapshot)
                 yield entry
         finally:
             if temporary_vm:
@@ -494,7 +440,7 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         if run.duplicate(sequence):
             progress = pb.ReplayProgress(
                 acked_sequence=sequence,
-                exits=run.totals.exits,
+                exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
                 batch=pb.BatchStats(sequence=sequence),
                 resume_token=run.token,
                 duplicate=True,
@@ -509,48 +455,24 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             try:
                 await self._in_thread(self._checkpoint, entry, run)
             except OSError as exc:
-                await self._in_thread(self._rolled_back, entry, run)
+                await self._in_thread(rolled_back, self.registry, entry, run)
                 raise Unavailable(
                     f"batch {sequence} was not applied: its checkpoint cannot be written"
                     f" ({exc.strerror or exc}); resume the replay"
                 ) from None
         progress = pb.ReplayProgress(
             acked_sequence=sequence,
-            exits=run.totals.exits,
+            exits=run.totals.exits + run.totals.panics.total(),  # panicking exits too
             batch=batch_stats(stats, run.per_exit),
             resume_token=run.token,
         )
         return pb.ReplayResponse(progress=progress)
 
-    def _checkpoint_bytes(self, entry: VcpuEntry, run: ReplayRun) -> bytes:
-        checkpoint = ReplayCheckpoint(
-            token=run.token,
-            vcpu_id=run.vcpu_id,
-            per_exit=run.per_exit,
-            acked_sequence=-1 if run.last is None else run.last,
-            skipped=run.skipped,
-            unknown_reasons=dict(run.unknown),
-            totals=run.totals,
-            snapshot=self.registry.snapshot(entry),
-            vcpu_uid="" if entry.temporary else entry.uid,
-            vm_id="" if entry.temporary else entry.vm.vm_id,
-            owner=entry.owner,
-        )
-        return checkpoint.to_bytes()
-
     def _checkpoint(self, entry: VcpuEntry, run: ReplayRun) -> None:
         assert self.state is not None and run.last is not None
-        data = self._checkpoint_bytes(entry, run)
+        data = checkpoint_bytes(self.registry, entry, run)
         self.state.save_replay(run.token, data)
         run.durable = data
-
-    def _rolled_back(self, entry: VcpuEntry, run: ReplayRun) -> None:
-        """Undo the batches since the last durable checkpoint: the vCPU and the run."""
-        durable = ReplayCheckpoint.from_bytes(run.durable)
-        self.registry.reset(entry, durable.snapshot)
-        run.totals, run.skipped = durable.totals, durable.skipped
-        run.unknown = Counter(durable.unknown_reasons)
-        run.last = None if durable.acked_sequence < 0 else durable.acked_sequence
 
     def _forget(self, run: ReplayRun) -> None:
         if self.state is not None and run.token:
@@ -582,3 +504,24 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             "restored %s in %s", entry.vcpu_id, entry.vm.vm_id, extra={"vcpu_id": entry.vcpu_id}
         )
         return pb.RestoreResponse(vcpu=vcpu_message(entry))
+
+    # --- Diagnose (issue 12): VMCS dumps through the entry checks --------------------------
+
+    async def Diagnose(self, request: pb.DiagnoseRequest, context: Context) -> pb.DiagnoseResponse:
+        diagnoses = await self._in_thread(
+            diagnose_input,
+            request.dump or None,
+            dict(request.values) or None,
+            request.format or None,
+            diagnose_capabilities(request),
+        )
+        return diagnose_response(diagnoses)
+
+    # --- client helpers ------------------------------------------------------------------------
+
+    async def ValidState(
+        self, request: pb.ValidStateRequest, context: Context
+    ) -> pb.ValidStateResponse:
+        entry = self.registry.get(request.vcpu_id)
+        fields = valid_state_fields(entry.vcpu.capabilities, dict(request.overrides))
+        return pb.ValidStateResponse(fields=fields)

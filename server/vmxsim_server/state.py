@@ -146,6 +146,14 @@ class ReplayCheckpoint:
     """The uid of the vCPU replayed on (a resume refuses another vCPU of the same id)."""
     vm_id: str = ""
     owner: str = ""
+    base: bytes = b""
+    """The vCPU's whole snapshot when the replay started, when ``snapshot`` holds only what a
+    batch changes (the current VMCS, not every region of the VM: ``dump(current_only)``)."""
+
+    @property
+    def whole(self) -> bytes:
+        """The snapshot to make the vCPU anew from (``snapshot`` is then applied on top)."""
+        return self.base or self.snapshot
 
     def to_bytes(self) -> bytes:
         """The checkpoint file's contents."""
@@ -161,6 +169,7 @@ class ReplayCheckpoint:
             "vcpu_uid": self.vcpu_uid,
             "vm_id": self.vm_id,
             "owner": self.owner,
+            "base": _b64(self.base),
         }
         return _pack(doc, _REPLAY_MAGIC)
 
@@ -184,6 +193,7 @@ class ReplayCheckpoint:
             vcpu_uid=_optional(doc, "vcpu_uid", what),
             vm_id=_optional(doc, "vm_id", what),
             owner=_optional(doc, "owner", what),
+            base=_unb64(_optional(doc, "base", what), what),
         )
 
 

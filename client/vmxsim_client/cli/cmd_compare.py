@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO, cast
 
 from vmxsim_server.vmx.latency import MODES
+from vmxsim_server.vmx.profiles import available_profiles
 
 from ..errors import CliError
+from ..names import Mode, Profile
 from ..reports.comparison import (
     DEFAULT_MODES,
     DEFAULT_PROFILES,
@@ -71,10 +73,11 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
     add_batch_size_option(parser)
 
 
-def grid_from_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+def grid_from_args(args: argparse.Namespace) -> tuple[list[Profile], list[Mode]]:
     """The profiles and modes asked for (CliError on an empty, unknown or repeated name)."""
     check_batch_size(args)
-    return _names(args.profiles, "profiles"), _names(args.modes, "modes", MODES)
+    profiles = _names(args.profiles, "profiles", available_profiles())
+    return cast(list[Profile], profiles), cast(list[Mode], _names(args.modes, "modes", MODES))
 
 
 @rpc_command
@@ -132,7 +135,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_compare)
 
 
-def print_comparison(runs: Sequence[dict[str, Any]], out: TextIO | None = None) -> None:
+def print_comparison(runs: Sequence[Mapping[str, Any]], out: TextIO | None = None) -> None:
     """The comparison table (per profile and mode) and the per-reason breakdown."""
     stream = out if out is not None else sys.stdout
     rows = comparison_rows(runs)

@@ -8,7 +8,7 @@ shipped ``linux-boot`` exit mix synthesised as 5,000 exits with seed 0.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -25,7 +25,7 @@ SAMPLE_TRACE = "sample-linux-boot.jsonl"
 SEED_KVM_SECONDS, SEED_HAXM_SECONDS = 45.4, 532.5
 
 
-def takeaways(runs: Sequence[dict[str, Any]]) -> list[str]:
+def takeaways(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Two to four sentences on what the comparison shows (per-exit counts, slowdown)."""
     by_key = {(r["profile"], r["mode"]): r for r in runs}
     lines = []

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import CliError
 from ..reports.sources import exit_source
+from ..summaries import BatchReport
 from ..traces.mix import MIX_PREFIX
 from .common import (
     add_batch_size_option,
@@ -42,7 +43,7 @@ def _source_spec(args: argparse.Namespace) -> str:
     return str(args.trace)
 
 
-def _batch_line(batch: dict[str, Any]) -> None:
+def _batch_line(batch: BatchReport) -> None:
     counts = batch["instructions"]
     print(
         f"batch {batch['sequence']}: {batch['exits']:,} exits  vmread {counts['vmread']:,}  "

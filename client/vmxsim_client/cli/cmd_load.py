@@ -50,6 +50,7 @@ def _plan(args: argparse.Namespace) -> LoadPlan:
         source=source,
         profile=args.profile,
         mode=args.mode,
+        l0=args.l0,
         duration_seconds=args.duration,
         exits=args.exits,
         batch_size=args.batch_size,

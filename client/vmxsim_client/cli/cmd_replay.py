@@ -20,6 +20,7 @@ from ..reports.per_exit_file import OUT_SUFFIXES, PerExitFile, check_out_path
 from ..reports.progress import Progress
 from ..reports.sources import exit_source
 from ..resume import DEFAULT_MAX_UNACKED
+from ..summaries import ReplayProgress
 from .common import (
     add_batch_size_option,
     add_profile_options,
@@ -50,7 +51,7 @@ def replay_source(
     out_file = PerExitFile(args.out) if args.out is not None else None
     source = tap if per_exit else reader  # the tap keeps each batch until it is joined
 
-    def on_progress(message: dict[str, Any]) -> None:
+    def on_progress(message: ReplayProgress) -> None:
         progress.update(message["exits"])
         if per_exit:
             batch = tap.join(message)
@@ -74,9 +75,10 @@ def replay_source(
             )
         finally:
             progress.done()
+    out: dict[str, Any] = dict(summary)
     if recorded is not None:
-        summary["recorded"] = recorded.to_json()
-    return summary
+        out["recorded"] = recorded.to_json()
+    return out
 
 
 def _print_recorded(recorded: dict[str, Any]) -> None:

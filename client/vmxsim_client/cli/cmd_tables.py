@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from vmxsim_server.vmx import EXIT_REASONS, decode_encoding
+from vmxsim_server.vmx.capabilities import FEATURES
 from vmxsim_server.vmx.fields import ALL_FIELDS, BY_ENCODING, Field, Kind, Width
 
 from ..errors import CliError
@@ -13,19 +14,22 @@ from .output import FORMATS, emit_json, render_rows
 
 __all__ = ["register"]
 
-FIELD_COLUMNS = ("name", "encoding", "width", "type", "access")
+FIELD_COLUMNS = ("name", "encoding", "width", "type", "access", "requires")
 _WIDTHS = {w.label: w for w in Width}
 _KINDS = {k.label: k for k in Kind}
 
 
 def field_row(field: Field) -> dict[str, Any]:
-    """One field as a listing row: ``name,encoding,width,type,access``."""
+    """One field as a listing row: ``name,encoding,width,type,access,requires`` (the capability
+    that makes the field exist; empty when every VMX processor has it)."""
+    names = field.feature.split("|") if field.feature else []
     return {
         "name": field.name,
         "encoding": f"0x{field.encoding:08x}",
         "width": field.width.label,
         "type": field.kind.label,
         "access": field.access.label,
+        "requires": " or ".join(FEATURES[name].description for name in names),
     }
 
 

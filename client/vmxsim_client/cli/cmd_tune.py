@@ -13,7 +13,7 @@ from typing import Any
 
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.profiles import load_profile
-from vmxsim_server.vmx.tune import simulate, tune
+from vmxsim_server.vmx.tune import simulate, simulate_stats, tune
 
 from ..errors import CliError
 from ..traces import FORMATS, TraceParseError, open_trace
@@ -52,10 +52,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         if show:
             print(f"\rtuning: {done}/{total} fields", end="", file=sys.stderr, flush=True)
 
-    result = tune(base, args.mode, reasons, progress)
+    l0 = args.l0 if args.mode != "native" else None
+    result = tune(base, args.mode, reasons, progress, l0)
     if show:
         print(file=sys.stderr)
-    seed_seconds = simulate(load_profile(SEED_PROFILE), args.mode, reasons)
+    seed_seconds = simulate(load_profile(SEED_PROFILE), args.mode, reasons, l0=l0)
+    before = simulate_stats(base, args.mode, reasons, l0=l0)
+    after = simulate_stats(base, args.mode, reasons, result.policy, l0)
     rows = result.policy.xmacro_rows()
     report = {
         "trace": args.trace,
@@ -78,6 +81,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         },
         "xmacro_rows": rows,
         "evaluations": result.evaluations,
+        "l0": {
+            "model": before.l0_model,
+            "exits": {"base": before.l0_exits, "tuned": after.l0_exits},
+            "vmcs02_rebuilds": {"base": before.vmcs02_rebuilds, "tuned": after.vmcs02_rebuilds},
+        }
+        if before.l0_model
+        else None,
+        "assumptions": result.assumptions,
     }
     if args.json:
         emit_json(report, indent=2)
@@ -89,6 +100,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
           f"than the base, {report['gain_over_seed_policy']:.1%} less than the seed's")  # fmt: skip
     print(f"  {len(result.policy.read)} read-cached, {len(result.policy.write)} write-back, "
           f"{len(result.policy.write_if_changed)} write-if-changed fields")  # fmt: skip
+    if report["l0"]:
+        rebuilds = f"{before.vmcs02_rebuilds:,} -> {after.vmcs02_rebuilds:,}"
+        print(f"  L0 {before.l0_model}: exits {before.l0_exits:,} -> {after.l0_exits:,}, "
+              f"vmcs02 rebuilds {rebuilds}")  # fmt: skip
+    for assumption in result.assumptions:
+        print(f"  assumption: {assumption}")
     print("\n/* X-macro rows: COMP(cache_r, cache_w, width, NAME) */")
     for row in rows:
         print(row)
@@ -106,6 +123,9 @@ def register(sub: Any) -> None:
     p.add_argument("trace", metavar="TRACE")
     p.add_argument("--base", default="haxm-legacy", help="profile to tune (name or .toml path)")
     p.add_argument("--mode", default="nested", help=f"one of {', '.join(MODES)} (default nested)")
+    p.add_argument(
+        "--l0", metavar="MODEL", help="L0 model of a nested mode (default: the profile's)"
+    )
     p.add_argument("--format", choices=FORMATS, help="force the trace format")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line")
     p.add_argument(

@@ -21,6 +21,7 @@ from ..client import DEFAULT_BATCH_SIZE, Client, RemoteVcpu
 from ..connection import add_connection_options, client_kwargs
 from ..errors import CliError
 from ..inprocess import connect
+from ..names import Profile, check_profile
 from ..rpc_errors import VmxsimRpcError
 from ..traces import FORMATS
 from .output import render_rows
@@ -104,12 +105,20 @@ def _u64_option(what: str) -> Callable[[str], int]:
     return lambda text: parse_u64(text, what)
 
 
+def _profile_option(text: str) -> Profile:
+    try:
+        return check_profile(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_profile_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
     """``--profile`` and ``--mode`` (kvm and native when not given; with ``defaults=False``
     they stay None so a command can tell whether they were given)."""
     profiles = ", ".join(available_profiles())
     parser.add_argument(
         "--profile",
+        type=_profile_option,
         default="kvm" if defaults else None,
         help=f"hypervisor profile (shipped: {profiles}; default kvm)",
     )

@@ -14,6 +14,7 @@ from . import (
     cmd_compare,
     cmd_convert,
     cmd_demo,
+    cmd_diagnose,
     cmd_drive,
     cmd_exec,
     cmd_load,
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         cmd_tables, cmd_convert, cmd_model, cmd_tune,
         cmd_vcpu, cmd_exec, cmd_drive, cmd_replay, cmd_compare, cmd_report, cmd_demo,
-        cmd_load, cmd_serve,
+        cmd_diagnose, cmd_load, cmd_serve,
     ):  # fmt: skip
         module.register(sub)
     return parser
@@ -58,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 failed run, 2 bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error: their status, returned
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     try:
         status: int = args.func(args)
     except (CliError, VmxsimError) as exc:

@@ -25,7 +25,7 @@ from grpc import aio
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 
-from ..client import CHANNEL_OPTIONS, bearer_metadata, channel_credentials
+from ..client import bearer_metadata, open_channel
 from .sharding import split_qualified
 
 if TYPE_CHECKING:
@@ -140,10 +140,13 @@ async def _drive_vcpu(
             metrics.streams.dec()
 
 
-def _open_channel(target: str, credentials: grpc.ChannelCredentials | None) -> aio.Channel:
-    if credentials is None:
-        return aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+def _open_channel(target: str, security: dict[str, Any]) -> aio.Channel:
+    """An asyncio channel to ``target`` with ``Client``'s TLS keyword arguments."""
+    channel: aio.Channel = open_channel(
+        aio, target, security.get("tls_ca"), security.get("tls_cert"), security.get("tls_key"),
+        bool(security.get("tls")),
+    )  # fmt: skip
+    return channel
 
 
 def _cycle(payload: Payload) -> Iterator[tuple[bytes, int]]:
@@ -166,7 +169,6 @@ async def drive_group(
     each batch too (this process only)."""
     security = dict(security or {})
     token = security.pop("token", None)
-    credentials = channel_credentials(**security)
     tally = Tally(histogram=new_histogram(), metrics=metrics)
     channels: list[aio.Channel] = []
     streams = []
@@ -176,7 +178,7 @@ async def drive_group(
             for qualified, quota in zip(vcpus, client_quotas, strict=True):
                 shard, vcpu_id = split_qualified(qualified, len(targets))
                 if shard not in by_shard:
-                    by_shard[shard] = _open_channel(targets[shard], credentials)
+                    by_shard[shard] = _open_channel(targets[shard], security)
                     channels.append(by_shard[shard])
                 streams.append((by_shard[shard], vcpu_id, quota))
         await asyncio.wait_for(

@@ -77,6 +77,7 @@ class LoadPlan:
     source: str
     profile: str = "kvm"
     mode: str = "native"
+    l0: str | None = None
     duration_seconds: float | None = None
     exits: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -205,7 +206,7 @@ def _create_vcpus(sharded: ShardedClient, plan: LoadPlan, vms: list[str]) -> lis
             if shard not in client_vms:
                 client_vms[shard] = sharded.create_vm(shard)
                 vms.append(client_vms[shard])
-            vcpu = sharded.create_vcpu(plan.profile, plan.mode, vm=client_vms[shard])
+            vcpu = sharded.create_vcpu(plan.profile, plan.mode, vm=client_vms[shard], l0=plan.l0)
             ids.append(sharded.qualified_id(vcpu))
         clients.append(ids)
     return clients

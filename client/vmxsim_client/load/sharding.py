@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..client import Client, RemoteVcpu
+from ..summaries import RunSummary
 from ..wire import VcpuInfo
 
 __all__ = ["SEPARATOR", "ShardedClient", "qualify", "split_qualified"]
@@ -129,7 +130,7 @@ class ShardedClient:
         client, vcpu_id = self._locate(qualified_id)
         client.delete_vcpu(vcpu_id)
 
-    def stats(self, qualified_id: str) -> dict[str, Any]:
+    def stats(self, qualified_id: str) -> RunSummary:
         """The run summary of every exit a vCPU has handled (``Client.stats``)."""
         client, vcpu_id = self._locate(qualified_id)
         return client.stats(vcpu_id)

@@ -132,7 +132,7 @@ def _by_reason_chart(runs: Sequence[RunResult], colours: dict[str, Any]) -> byte
     for ax, key in ((top, "vmread"), (bottom, "vmwrite")):
         series = {}
         for run in runs:
-            by_reason = run.summary["by_reason"]
+            by_reason: Mapping[str, Mapping[str, Any]] = run.summary["by_reason"]
             series[run.profile] = [
                 by_reason[r][key] / by_reason[r]["exits"] if r in by_reason else 0.0
                 for r in reasons

@@ -8,11 +8,13 @@ profile's native run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ..client import DEFAULT_BATCH_SIZE, Client
+from ..names import Mode, Profile
+from ..summaries import ReplayProgress, RunSummary
 from .progress import Progress
 from .sources import exit_opener
 
@@ -28,13 +30,14 @@ __all__ = [
     "run_grid",
 ]
 
-DEFAULT_PROFILES = ("haxm-legacy", "haxm-cache", "kvm")
-DEFAULT_MODES = ("native", "nested")
+DEFAULT_PROFILES: tuple[Profile, ...] = ("haxm-legacy", "haxm-cache", "kvm")
+DEFAULT_MODES: tuple[Mode, ...] = ("native", "nested")
 
-Summary = dict[str, Any]
+Summary = Mapping[str, Any]
+"""A run summary as the tables read it (a ``RunSummary`` or the same keys in a plain dict)."""
 
 
-Watch = Callable[[str, str, Any], Callable[[dict[str, Any]], None] | None]
+Watch = Callable[[str, str, Any], Callable[[ReplayProgress], None] | None]
 """``watch(profile, mode, exits)``, called before each run with the run's exits; returns that
 run's ``on_progress`` (see ``Client.replay``) or None."""
 
@@ -42,13 +45,13 @@ run's ``on_progress`` (see ``Client.replay``) or None."""
 def run_grid(
     client: Client,
     open_exits: Callable[[], AbstractContextManager[Any]],
-    profiles: Sequence[str],
-    modes: Sequence[str],
+    profiles: Sequence[Profile],
+    modes: Sequence[Mode],
     batch_size: int,
     *,
     per_exit: bool = False,
     watch: Watch | None = None,
-) -> list[Summary]:
+) -> list[RunSummary]:
     """One run summary per profile x mode (profile-major); ``open_exits()`` gives the exits of
     one run (a fresh reader, or the same in-memory list)."""
     runs = []
@@ -72,8 +75,8 @@ def run_grid(
 def compare(
     client: Client,
     spec: str,
-    profiles: Sequence[str] = DEFAULT_PROFILES,
-    modes: Sequence[str] = DEFAULT_MODES,
+    profiles: Sequence[Profile] = DEFAULT_PROFILES,
+    modes: Sequence[Mode] = DEFAULT_MODES,
     *,
     trace_format: str | None = None,
     strict: bool = False,
@@ -81,16 +84,16 @@ def compare(
     progress: Progress | None = None,
     per_exit: bool = False,
     watch: Watch | None = None,
-) -> list[Summary]:
+) -> list[RunSummary]:
     """The run summaries of ``spec`` (a trace path, ``-`` or ``mix:NAME[:EXITS[:SEED]]``)
     through every profile x mode, with a progress bar per run; ``watch`` as in ``run_grid``."""
     bar = progress or Progress(enabled=False)
 
-    def watch_run(profile: str, mode: str, exits: Any) -> Callable[[dict[str, Any]], None]:
+    def watch_run(profile: str, mode: str, exits: Any) -> Callable[[ReplayProgress], None]:
         bar.start(exits, f"{profile}/{mode}")
         inner = watch(profile, mode, exits) if watch is not None else None
 
-        def on_progress(message: dict[str, Any]) -> None:
+        def on_progress(message: ReplayProgress) -> None:
             bar.update(message["exits"])
             if inner is not None:
                 inner(message)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .comparison import comparison_rows, reason_rows
 
@@ -47,7 +47,7 @@ def _table(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 def _input_rows(report: Report) -> list[dict[str, str]]:
-    first = report.runs[0].summary if report.runs else {}
+    first: Mapping[str, Any] = report.runs[0].summary if report.runs else {}
     unknown = first.get("unknown_reasons", {})
     return [
         {

@@ -19,6 +19,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..client import DEFAULT_BATCH_SIZE, Client
+from ..names import Mode, Profile
+from ..summaries import ReplayProgress, RunSummary
 from .comparison import compare
 from .progress import Progress
 
@@ -29,7 +31,7 @@ __all__ = ["Report", "RunResult", "collect"]
 class RunResult:
     """One profile x mode: its run summary and the histograms of its per-exit counts."""
 
-    summary: dict[str, Any]
+    summary: RunSummary
     vmread_hist: Counter[int] = field(default_factory=Counter)
     vmwrite_hist: Counter[int] = field(default_factory=Counter)
 
@@ -49,7 +51,7 @@ class Report:
     trace: str
     runs: list[RunResult]
 
-    def summaries(self) -> list[dict[str, Any]]:
+    def summaries(self) -> list[RunSummary]:
         """The run summaries, in run order."""
         return [run.summary for run in self.runs]
 
@@ -67,8 +69,8 @@ _DEFAULTS = SimpleNamespace(format=None, strict=False, batch_size=DEFAULT_BATCH_
 def collect(
     client: Client,
     spec: str,
-    profiles: Sequence[str],
-    modes: Sequence[str],
+    profiles: Sequence[Profile],
+    modes: Sequence[Mode],
     options: Any = _DEFAULTS,
     progress: Progress | None = None,
 ) -> Report:
@@ -76,11 +78,11 @@ def collect(
     and ``batch_size`` (parsed command-line arguments will do)."""
     histograms: list[tuple[Counter[int], Counter[int]]] = []
 
-    def watch(profile: str, mode: str, exits: Any) -> Callable[[dict[str, Any]], None]:
+    def watch(profile: str, mode: str, exits: Any) -> Callable[[ReplayProgress], None]:
         reads, writes = Counter[int](), Counter[int]()
         histograms.append((reads, writes))
 
-        def on_progress(message: dict[str, Any]) -> None:
+        def on_progress(message: ReplayProgress) -> None:
             batch = message["batch"]
             reads.update(batch.get("per_exit_vmread", ()))
             writes.update(batch.get("per_exit_vmwrite", ()))

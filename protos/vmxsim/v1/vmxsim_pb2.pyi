@@ -2209,7 +2209,9 @@ class ReplayProgress(_message.Message):
     server persisted the replay through it before sending this acknowledgement.
     """
     exits: _builtins.int
-    """Exits handled in this replay so far, this batch included."""
+    """Exits handled in this replay so far, this batch included (and the exits whose handler
+    panicked, which the stats count apart: this is the replay's progress through its exits).
+    """
     resume_token: _builtins.str
     """Pass in ReplayStart.resume_token to continue after this batch; empty when the server
     cannot resume this replay (it runs without a state directory).
@@ -2420,6 +2422,398 @@ class RestoreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RestoreResponse: _TypeAlias = RestoreResponse  # noqa: Y015
+
+@_typing.final
+class DiagnoseRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Diagnose: VMCS dumps from bug reports through the VM-entry checks (issue 12, item 3)
+
+    The request of Diagnose: a dump, or field values, and the capabilities to check them with.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CapabilityMsrsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DUMP_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CAPABILITY_MSRS_FIELD_NUMBER: _builtins.int
+    MAXPHYADDR_FIELD_NUMBER: _builtins.int
+    dump: _builtins.bytes
+    """The dump as it was pasted (text of any supported format, or a binary vmxsim snapshot); at
+    most 1 MiB (RESOURCE_EXHAUSTED beyond; INVALID_ARGUMENT when it is no dump).
+    """
+    format: _builtins.str
+    """Force a format (kvm-dump_vmcs, xen-vmcs_dump, haxm-dump_vmcs, qemu-cpu_dump,
+    vmxsim-snapshot, plain); empty = detect it.
+    """
+    maxphyaddr: _builtins.int
+    """MAXPHYADDR of the processor the dump came from (0 = not given)."""
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Instead of `dump`: field-table names (or encodings, or @pseudo-values) and their values."""
+
+    @_builtins.property
+    def capability_msrs(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """IA32_VMX_* capability MSR values by name ("IA32_VMX_BASIC") or index ("0x480"); with
+        neither these nor `maxphyaddr`, the dump's own capabilities (snapshots) or the defaults.
+        """
+
+    def __init__(
+        self,
+        *,
+        dump: _builtins.bytes = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        format: _builtins.str = ...,
+        capability_msrs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        maxphyaddr: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability_msrs", b"capability_msrs", "dump", b"dump", "format", b"format", "maxphyaddr", b"maxphyaddr", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnoseRequest: _TypeAlias = DiagnoseRequest  # noqa: Y015
+
+@_typing.final
+class DiagnoseResponse(_message.Message):
+    """The response of Diagnose: one diagnosis per dump, in the order of the input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIAGNOSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def diagnoses(self) -> _containers.RepeatedCompositeFieldContainer[Global___DumpDiagnosis]:
+        """The diagnoses."""
+
+    def __init__(
+        self,
+        *,
+        diagnoses: _abc.Iterable[Global___DumpDiagnosis] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnoses", b"diagnoses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnoseResponse: _TypeAlias = DiagnoseResponse  # noqa: Y015
+
+@_typing.final
+class DumpDiagnosis(_message.Message):
+    """One dump's verdict (the document of `vmxsim diagnose --json`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    FIELDS_READ_FIELD_NUMBER: _builtins.int
+    SDM_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    FIRST_OUTCOME_FIELD_NUMBER: _builtins.int
+    REPORTED_EXIT_REASON_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    NOT_CHECKED_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    """The format the dump was read in."""
+    line: _builtins.int
+    """The input line the dump starts at (1-based)."""
+    fields_read: _builtins.int
+    """How many VMCS fields the dump gave values for."""
+    sdm: _builtins.str
+    """The SDM edition the checks cite."""
+    verdict: _builtins.str
+    """"fails" (a check fails), "passes" (every check ran and held) or "incomplete"."""
+    first_outcome: _builtins.str
+    """The outcome VM entry would give (the first failure's), e.g. "VMfailValid 7"; empty = none."""
+    reported_exit_reason: _builtins.int
+    """The exit reason the log reports for the failed entry (e.g. 0x80000021), when it does."""
+    capabilities: _builtins.str
+    """Where the capabilities came from: "default", "given" or "dump"."""
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiagnosedFailure]:
+        """The failing checks, most important (the processor's first) first."""
+
+    @_builtins.property
+    def not_checked(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiagnosedNotChecked]:
+        """The checks that need values the dump does not show."""
+
+    def __init__(
+        self,
+        *,
+        format: _builtins.str = ...,
+        line: _builtins.int = ...,
+        fields_read: _builtins.int = ...,
+        sdm: _builtins.str = ...,
+        verdict: _builtins.str = ...,
+        first_outcome: _builtins.str = ...,
+        reported_exit_reason: _builtins.int | None = ...,
+        capabilities: _builtins.str = ...,
+        failures: _abc.Iterable[Global___DiagnosedFailure] | None = ...,
+        not_checked: _abc.Iterable[Global___DiagnosedNotChecked] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reported_exit_reason", b"_reported_exit_reason", "reported_exit_reason", b"reported_exit_reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reported_exit_reason", b"_reported_exit_reason", "capabilities", b"capabilities", "failures", b"failures", "fields_read", b"fields_read", "first_outcome", b"first_outcome", "format", b"format", "line", b"line", "not_checked", b"not_checked", "reported_exit_reason", b"reported_exit_reason", "sdm", b"sdm", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__reported_exit_reason: _TypeAlias = _typing.Literal["reported_exit_reason"]  # noqa: Y015
+    _WhichOneofArgType__reported_exit_reason: _TypeAlias = _typing.Literal["_reported_exit_reason", b"_reported_exit_reason"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reported_exit_reason) -> _WhichOneofReturnType__reported_exit_reason | None: ...
+
+Global___DumpDiagnosis: _TypeAlias = DumpDiagnosis  # noqa: Y015
+
+@_typing.final
+class DiagnosedFailure(_message.Message):
+    """A failing VM-entry check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CAPABILITY_DEPENDENT_FIELD_NUMBER: _builtins.int
+    check: _builtins.str
+    """The check's stable id, e.g. "guest.cr0.fixed"."""
+    section: _builtins.str
+    """Its SDM section, e.g. "27.3.1.1"."""
+    stage: _builtins.str
+    """Its stage: basic, control, host, guest or msr-load."""
+    outcome: _builtins.str
+    """The outcome it gives, e.g. "entry-failed 0x80000021"."""
+    message: _builtins.str
+    """One line naming the offending value."""
+    capability_dependent: _builtins.bool
+    """True when it passes with permissive capabilities: it fails only because of them."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The field-table names of the fields it reads."""
+
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """The values of those fields the dump shows."""
+
+    def __init__(
+        self,
+        *,
+        check: _builtins.str = ...,
+        section: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        message: _builtins.str = ...,
+        capability_dependent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability_dependent", b"capability_dependent", "check", b"check", "fields", b"fields", "message", b"message", "outcome", b"outcome", "section", b"section", "stage", b"stage", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnosedFailure: _TypeAlias = DiagnosedFailure  # noqa: Y015
+
+@_typing.final
+class DiagnosedNotChecked(_message.Message):
+    """A check that was not run: the values it needs are unknown."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    check: _builtins.str
+    """The check's id."""
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The unknown fields or pseudo-values (e.g. "VMCS_LINK_POINTER", "@launch_state")."""
+
+    def __init__(
+        self,
+        *,
+        check: _builtins.str = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "missing", b"missing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnosedNotChecked: _TypeAlias = DiagnosedNotChecked  # noqa: Y015
+
+@_typing.final
+class ValidStateRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Client helpers: what a harness needs to reach VM entry without copying the server's tables.
+
+    The request of ValidState.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OverridesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VCPU_ID_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    vcpu_id: _builtins.str
+    """The vCPU whose capabilities the state is for (NOT_FOUND when unknown)."""
+    @_builtins.property
+    def overrides(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Field values to use instead of (or beside) the valid ones, by field-table name;
+        INVALID_ARGUMENT for a name that is no VMCS field.
+        """
+
+    def __init__(
+        self,
+        *,
+        vcpu_id: _builtins.str = ...,
+        overrides: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides", "vcpu_id", b"vcpu_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidStateRequest: _TypeAlias = ValidStateRequest  # noqa: Y015
+
+@_typing.final
+class FieldValue(_message.Message):
+    """One VMCS field and the value to VMWRITE into it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The field's name in the field table (SDM Vol. 3D Appendix B), e.g. "GUEST_RIP"."""
+    encoding: _builtins.int
+    """The field's encoding."""
+    value: _builtins.int
+    """The value."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        encoding: _builtins.int = ...,
+        value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldValue: _TypeAlias = FieldValue  # noqa: Y015
+
+@_typing.final
+class ValidStateResponse(_message.Message):
+    """The response of ValidState."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldValue]:
+        """The fields to write, in the order the state builder lists them; fields the capabilities
+        do not offer are left out, overrides included.
+        """
+
+    def __init__(
+        self,
+        *,
+        fields: _abc.Iterable[Global___FieldValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidStateResponse: _TypeAlias = ValidStateResponse  # noqa: Y015
 
 @_typing.final
 class ProfileInfo(_message.Message):

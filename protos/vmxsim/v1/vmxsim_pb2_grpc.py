@@ -115,6 +115,16 @@ class VcpuServiceStub:
                 request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsRequest.SerializeToString,
                 response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsResponse.FromString,
                 _registered_method=True)
+        self.Diagnose = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/Diagnose',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.FromString,
+                _registered_method=True)
+        self.ValidState = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/ValidState',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateResponse.FromString,
+                _registered_method=True)
 
 
 class VcpuServiceServicer:
@@ -238,6 +248,23 @@ class VcpuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Diagnose(self, request, context):
+        """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+        values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidState(self, request, context):
+        """---- Client helpers ----
+        Returns VMCS field values with which VM entry passes every entry check for the vCPU's
+        capabilities (derived from the server's entry-check table), with the request's overrides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VcpuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +347,16 @@ def add_VcpuServiceServicer_to_server(servicer, server):
                     servicer.ListL0Models,
                     request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsRequest.FromString,
                     response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsResponse.SerializeToString,
+            ),
+            'Diagnose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diagnose,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.SerializeToString,
+            ),
+            'ValidState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidState,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -755,6 +792,60 @@ class VcpuService:
             '/vmxsim.v1.VcpuService/ListL0Models',
             vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsRequest.SerializeToString,
             vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diagnose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/Diagnose',
+            vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/ValidState',
+            vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.ValidStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

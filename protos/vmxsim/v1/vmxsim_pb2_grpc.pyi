@@ -88,6 +88,15 @@ class VcpuServiceStub:
     """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
     ListL0Models: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListL0ModelsRequest, _vmxsim_pb2.ListL0ModelsResponse]
     """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
+    Diagnose: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.DiagnoseRequest, _vmxsim_pb2.DiagnoseResponse]
+    """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+    values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+    """
+    ValidState: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ValidStateRequest, _vmxsim_pb2.ValidStateResponse]
+    """---- Client helpers ----
+    Returns VMCS field values with which VM entry passes every entry check for the vCPU's
+    capabilities (derived from the server's entry-check table), with the request's overrides.
+    """
 
 @_typing.type_check_only
 class VcpuServiceAsyncStub(VcpuServiceStub):
@@ -135,6 +144,15 @@ class VcpuServiceAsyncStub(VcpuServiceStub):
     """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
     ListL0Models: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListL0ModelsRequest, _vmxsim_pb2.ListL0ModelsResponse]  # type: ignore[assignment]
     """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
+    Diagnose: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.DiagnoseRequest, _vmxsim_pb2.DiagnoseResponse]  # type: ignore[assignment]
+    """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+    values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+    """
+    ValidState: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ValidStateRequest, _vmxsim_pb2.ValidStateResponse]  # type: ignore[assignment]
+    """---- Client helpers ----
+    Returns VMCS field values with which VM entry passes every entry check for the vCPU's
+    capabilities (derived from the server's entry-check table), with the request's overrides.
+    """
 
 class VcpuServiceServicer(metaclass=_abc_1.ABCMeta):
     """Emulated VMs and vCPUs: management, raw VMX instructions, exit streams, stats and snapshots."""
@@ -275,5 +293,26 @@ class VcpuServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vmxsim_pb2.ListL0ModelsResponse, _abc.Awaitable[_vmxsim_pb2.ListL0ModelsResponse]]:
         """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
+
+    @_abc_1.abstractmethod
+    def Diagnose(
+        self,
+        request: _vmxsim_pb2.DiagnoseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.DiagnoseResponse, _abc.Awaitable[_vmxsim_pb2.DiagnoseResponse]]:
+        """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
+        values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
+        """
+
+    @_abc_1.abstractmethod
+    def ValidState(
+        self,
+        request: _vmxsim_pb2.ValidStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ValidStateResponse, _abc.Awaitable[_vmxsim_pb2.ValidStateResponse]]:
+        """---- Client helpers ----
+        Returns VMCS field values with which VM entry passes every entry check for the vCPU's
+        capabilities (derived from the server's entry-check table), with the request's overrides.
+        """
 
 def add_VcpuServiceServicer_to_server(servicer: VcpuServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

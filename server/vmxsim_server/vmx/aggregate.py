@@ -30,7 +30,7 @@ _WALK_BELOW = 64
 """Segments this short are walked exit by exit (a check costs more than it saves)."""
 
 
-def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any]) -> Row:
+def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any], seen: set[int]) -> Row:
     indices: list[int] = []
     append = indices.append
     for reason in reasons:
@@ -39,7 +39,7 @@ def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any]) -> Row
             plan = table.plan(row, reason)
         append(plan.index)
         row = plan.next_row
-    table.seen.update(reasons)
+    seen.update(reasons)
     out.append(np.array(indices, dtype=np.intp))
     return row
 
@@ -68,7 +68,7 @@ def _definite(table: PlanTable, row: Row, reasons: Any) -> Any | None:
     return indices
 
 
-def _segment(table: PlanTable, row: Row, reasons: Any, out: list[Any]) -> Row:
+def _segment(table: PlanTable, row: Row, reasons: Any, out: list[Any], seen: set[int]) -> Row:
     stretch = 256
     start, end = 0, len(reasons)
     while end - start >= _WALK_BELOW:
@@ -77,30 +77,31 @@ def _segment(table: PlanTable, row: Row, reasons: Any, out: list[Any]) -> Row:
             out.append(indices)
             return table.plans[int(indices[-1])].next_row
         stop = min(end, start + stretch)
-        row = _walk(table, row, reasons[start:stop].tolist(), out)
+        row = _walk(table, row, reasons[start:stop].tolist(), out, seen)
         start, stretch = stop, stretch * 4
     if start < end:
-        row = _walk(table, row, reasons[start:end].tolist(), out)
+        row = _walk(table, row, reasons[start:end].tolist(), out, seen)
     return row
 
 
-def plan_indices(table: PlanTable, row: Row, reasons: Any) -> tuple[Any, Any, Row]:
+def plan_indices(table: PlanTable, row: Row, reasons: Any, seen: set[int]) -> tuple[Any, Any, Row]:
     """Run ``reasons`` (an array of basic exit reasons < 2**16) from ``row``: how often each plan
-    ran (an array over ``table.plans``), the plan index of every exit, and the row it ends in."""
+    ran (an array over ``table.plans``), the plan index of every exit, and the row it ends in.
+    ``seen`` (the reasons this run has had so far) is updated."""
     reasons = np.asarray(reasons, dtype=np.intp)
     n = len(reasons)
     out: list[Any] = []
     if n:
         counts = np.bincount(reasons)
-        new = [r for r in np.flatnonzero(counts).tolist() if r not in table.seen]
+        new = [r for r in np.flatnonzero(counts).tolist() if r not in seen]
         firsts = sorted(int(np.argmax(reasons == r)) for r in new)
         start = 0
         for first in firsts:
             if first > start:
-                row = _segment(table, row, reasons[start:first], out)
-            row = _walk(table, row, [int(reasons[first])], out)
+                row = _segment(table, row, reasons[start:first], out, seen)
+            row = _walk(table, row, [int(reasons[first])], out, seen)
             start = first + 1
         if start < n:
-            row = _segment(table, row, reasons[start:], out)
+            row = _segment(table, row, reasons[start:], out, seen)
     indices = np.concatenate(out) if out else np.empty(0, dtype=np.intp)
     return np.bincount(indices, minlength=len(table.plans)), indices, row

@@ -36,7 +36,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
-__all__ = ["DEFAULT_CAPABILITIES", "FEATURES", "MSR_NAMES", "Capabilities"]
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "EVERY_FEATURE",
+    "FEATURES",
+    "MSR_NAMES",
+    "Capabilities",
+    "Feature",
+]
 
 _SECONDARY_VMCS_SHADOWING = 1 << 14
 _U32 = 0xFFFF_FFFF
@@ -235,8 +242,11 @@ class Capabilities:
         return cls(**values)  # type: ignore[arg-type]
 
     def offers(self, feature: str | None) -> bool:
-        """Whether the processor supports ``feature`` (a VMCS field's ``feature``)."""
-        return feature is None or FEATURES[feature](self)
+        """Whether the processor supports ``feature`` (a VMCS field's ``feature``; names joined
+        by ``|`` mean any of them)."""
+        if feature is None:
+            return True
+        return any(FEATURES[name].offered(self) for name in feature.split("|"))
 
     def with_changes(self, **changes: object) -> Capabilities:
         """A copy with some capabilities changed (validated like a new one)."""
@@ -321,67 +331,122 @@ _DECODERS: dict[int, Callable[[int], dict[str, object]]] = {
 }
 
 
-def _secondary(bit: int) -> Callable[[Capabilities], bool]:
-    return lambda c: bool(c.proc_allowed1 >> 31 & 1 and c.secondary_allowed1 >> bit & 1)
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """A processor feature that makes VMCS fields exist: the capability bit that offers it."""
+
+    name: str
+    msr: str
+    bit: int
+    control: str
+
+    def offered(self, caps: Capabilities) -> bool:
+        """Whether these capabilities allow the control's 1-setting (and the MSR is reachable)."""
+        return bool(_ALLOWED[self.msr](caps) >> self.bit & 1)
+
+    @property
+    def description(self) -> str:
+        """E.g. ``IA32_VMX_PROCBASED_CTLS2 bit 1 (enable EPT)``."""
+        return f"{self.msr} bit {self.bit} ({self.control})"
 
 
-def _tertiary(bit: int) -> Callable[[Capabilities], bool]:
-    return lambda c: bool(c.proc_allowed1 >> 17 & 1 and c.tertiary_allowed1 >> bit & 1)
+def _reach(bit: int, field_name: str) -> Callable[[Capabilities], int]:
+    """An allowed-1 word that is 0 unless the primary control that activates it is allowed."""
+    return lambda c: getattr(c, field_name) if c.proc_allowed1 >> bit & 1 else 0
 
 
-def _bit(name: str, bit: int) -> Callable[[Capabilities], bool]:
-    return lambda c: bool(getattr(c, name) >> bit & 1)
-
-
-FEATURES: dict[str, Callable[[Capabilities], bool]] = {
-    # pin-based (SDM table 25-5)
-    "posted_interrupts": _bit("pin_allowed1", 7),
-    "preemption_timer": _bit("pin_allowed1", 6),
-    # primary processor-based (table 25-6)
-    "tpr_shadow": _bit("proc_allowed1", 21),
-    "tertiary_controls": _bit("proc_allowed1", 17),
-    # secondary processor-based (table 25-7)
-    "virtualize_apic_accesses": _secondary(0),
-    "ept": _secondary(1),
-    "vpid": _secondary(5),
-    "virtual_interrupt_delivery": _secondary(9),
-    "pause_loop_exiting": _secondary(10),
-    "vm_functions": _secondary(13),
-    "vmcs_shadowing": _secondary(14),
-    "encls_exiting": _secondary(15),
-    "pml": _secondary(17),
-    "ept_violation_ve": _secondary(18),
-    "xsaves": _secondary(20),
-    "pasid_translation": _secondary(21),
-    "sub_page_write_permissions": _secondary(23),
-    "tsc_scaling": _secondary(25),
-    "pconfig": _secondary(27),
-    "enclv_exiting": _secondary(28),
-    "instruction_timeout": _secondary(31),
-    # tertiary processor-based (table 25-8)
-    "hlat": _tertiary(1),
-    "ipi_virtualization": _tertiary(4),
-    "virtualize_spec_ctrl": _tertiary(7),
-    # VM-exit controls (tables 25-13, 25-14)
-    "secondary_exit_controls": _bit("exit_allowed1", 31),
-    "exit_load_perf_global_ctrl": _bit("exit_allowed1", 12),
-    "exit_load_cet": _bit("exit_allowed1", 28),
-    "exit_load_pkrs": _bit("exit_allowed1", 29),
-    "exit_save_perf_global_ctrl": _bit("exit_allowed1", 30),
-    # VM-entry controls (table 25-15)
-    "entry_load_perf_global_ctrl": _bit("entry_allowed1", 13),
-    "entry_load_bndcfgs": _bit("entry_allowed1", 16),
-    "entry_load_rtit_ctl": _bit("entry_allowed1", 18),
-    "entry_load_uinv": _bit("entry_allowed1", 19),
-    "entry_load_cet": _bit("entry_allowed1", 20),
-    "entry_load_lbr_ctl": _bit("entry_allowed1", 21),
-    "entry_load_pkrs": _bit("entry_allowed1", 22),
-    # VM functions (SDM A.11)
-    "eptp_switching": lambda c: bool(c.vmfunc & 1) and _secondary(13)(c),
-    # IA32_VMX_MISC bits (SDM A.6)
-    "smm": lambda c: True,
+_ALLOWED: dict[str, Callable[[Capabilities], int]] = {
+    "IA32_VMX_PINBASED_CTLS": lambda c: c.pin_allowed1,
+    "IA32_VMX_PROCBASED_CTLS": lambda c: c.proc_allowed1,
+    "IA32_VMX_PROCBASED_CTLS2": _reach(31, "secondary_allowed1"),
+    "IA32_VMX_PROCBASED_CTLS3": _reach(17, "tertiary_allowed1"),
+    "IA32_VMX_EXIT_CTLS": lambda c: c.exit_allowed1,
+    "IA32_VMX_EXIT_CTLS2": lambda c: c.exit2_allowed1 if c.exit_allowed1 >> 31 & 1 else 0,
+    "IA32_VMX_ENTRY_CTLS": lambda c: c.entry_allowed1,
+    "IA32_VMX_VMFUNC": lambda c: c.vmfunc if _reach(31, "secondary_allowed1")(c) >> 13 & 1 else 0,
+    "IA32_VMX_BASIC": lambda c: c.vmx_basic,
 }
-"""What makes a VMCS field exist: a feature name -> the capability bit(s) that offer it."""
+
+_PIN, _PROC, _PROC2, _PROC3 = (
+    "IA32_VMX_PINBASED_CTLS", "IA32_VMX_PROCBASED_CTLS", "IA32_VMX_PROCBASED_CTLS2",
+    "IA32_VMX_PROCBASED_CTLS3",
+)  # fmt: skip
+_EXIT, _EXIT2, _ENTRY = "IA32_VMX_EXIT_CTLS", "IA32_VMX_EXIT_CTLS2", "IA32_VMX_ENTRY_CTLS"
+
+FEATURES: dict[str, Feature] = {
+    f.name: f
+    for f in (
+        # pin-based and primary processor-based controls (SDM tables 25-5, 25-6)
+        Feature("preemption_timer", _PIN, 6, "activate VMX-preemption timer"),
+        Feature("posted_interrupts", _PIN, 7, "process posted interrupts"),
+        Feature("tertiary_controls", _PROC, 17, "activate tertiary controls"),
+        Feature("tpr_shadow", _PROC, 21, "use TPR shadow"),
+        # secondary processor-based controls (table 25-7)
+        Feature("virtualize_apic_accesses", _PROC2, 0, "virtualize APIC accesses"),
+        Feature("ept", _PROC2, 1, "enable EPT"),
+        Feature("vpid", _PROC2, 5, "enable VPID"),
+        Feature("virtual_interrupt_delivery", _PROC2, 9, "virtual-interrupt delivery"),
+        Feature("pause_loop_exiting", _PROC2, 10, "PAUSE-loop exiting"),
+        Feature("vm_functions", _PROC2, 13, "enable VM functions"),
+        Feature("vmcs_shadowing", _PROC2, 14, "VMCS shadowing"),
+        Feature("encls_exiting", _PROC2, 15, "enable ENCLS exiting"),
+        Feature("pml", _PROC2, 17, "enable PML"),
+        Feature("ept_violation_ve", _PROC2, 18, "EPT-violation #VE"),
+        Feature("xsaves", _PROC2, 20, "enable XSAVES/XRSTORS"),
+        Feature("pasid_translation", _PROC2, 21, "PASID translation"),
+        Feature("sub_page_write_permissions", _PROC2, 23, "sub-page write permissions for EPT"),
+        Feature("tsc_scaling", _PROC2, 25, "use TSC scaling"),
+        Feature("pconfig", _PROC2, 27, "enable PCONFIG"),
+        Feature("enclv_exiting", _PROC2, 28, "enable ENCLV exiting"),
+        Feature("instruction_timeout", _PROC2, 31, "instruction timeout"),
+        # tertiary processor-based controls (table 25-8)
+        Feature("hlat", _PROC3, 1, "enable HLAT"),
+        Feature("ipi_virtualization", _PROC3, 4, "IPI virtualization"),
+        Feature("virtualize_spec_ctrl", _PROC3, 7, "virtualize IA32_SPEC_CTRL"),
+        # VM-exit controls (tables 25-13, 25-14)
+        Feature("exit_load_perf_global_ctrl", _EXIT, 12, "load IA32_PERF_GLOBAL_CTRL"),
+        Feature("exit_save_pat", _EXIT, 18, "save IA32_PAT"),
+        Feature("exit_load_pat", _EXIT, 19, "load IA32_PAT"),
+        Feature("exit_save_efer", _EXIT, 20, "save IA32_EFER"),
+        Feature("exit_load_efer", _EXIT, 21, "load IA32_EFER"),
+        Feature("exit_clear_bndcfgs", _EXIT, 23, "clear IA32_BNDCFGS"),
+        Feature("exit_clear_rtit_ctl", _EXIT, 25, "clear IA32_RTIT_CTL"),
+        Feature("exit_clear_lbr_ctl", _EXIT, 26, "clear IA32_LBR_CTL"),
+        Feature("exit_clear_uinv", _EXIT, 27, "clear UINV"),
+        Feature("exit_load_cet", _EXIT, 28, "load CET state"),
+        Feature("exit_load_pkrs", _EXIT, 29, "load PKRS"),
+        Feature("exit_save_perf_global_ctrl", _EXIT, 30, "save IA32_PERF_GLOBAL_CTL"),
+        Feature("secondary_exit_controls", _EXIT, 31, "activate secondary controls"),
+        Feature("exit_load_fred", _EXIT2, 1, "load FRED"),
+        # VM-entry controls (table 25-15)
+        Feature("entry_load_perf_global_ctrl", _ENTRY, 13, "load IA32_PERF_GLOBAL_CTRL"),
+        Feature("entry_load_pat", _ENTRY, 14, "load IA32_PAT"),
+        Feature("entry_load_efer", _ENTRY, 15, "load IA32_EFER"),
+        Feature("entry_load_bndcfgs", _ENTRY, 16, "load IA32_BNDCFGS"),
+        Feature("entry_load_rtit_ctl", _ENTRY, 18, "load IA32_RTIT_CTL"),
+        Feature("entry_load_uinv", _ENTRY, 19, "load UINV"),
+        Feature("entry_load_cet", _ENTRY, 20, "load CET state"),
+        Feature("entry_load_lbr_ctl", _ENTRY, 21, "load guest IA32_LBR_CTL"),
+        Feature("entry_load_pkrs", _ENTRY, 22, "load PKRS"),
+        Feature("entry_load_fred", _ENTRY, 23, "load FRED"),
+        # VM functions (SDM A.11)
+        Feature("eptp_switching", "IA32_VMX_VMFUNC", 0, "EPTP switching"),
+    )
+}
+"""Features that make VMCS fields exist (SDM 25.6-25.9: a field "exists only on processors that
+support the 1-setting of" its control). A field's ``feature`` names one, or several joined by
+``|`` (the field exists when any of them is offered)."""
 
 
 DEFAULT_CAPABILITIES = Capabilities()
+
+EVERY_FEATURE = Capabilities(
+    vmcs_shadowing=True,
+    proc_allowed1=0xFFFF_FFFE,
+    secondary_allowed1=0xFFFF_FFFF,
+    tertiary_allowed1=0xFF,
+    exit_allowed1=0xFFFF_FFFF,
+    exit2_allowed1=0xF,
+    entry_allowed1=0x00FF_FFFF,
+)
+"""Capabilities that offer every control with a VMCS field (every field exists)."""

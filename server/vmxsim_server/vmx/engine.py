@@ -22,6 +22,7 @@ exactly, and GUEST_RIP as the exits left it.
 
 from __future__ import annotations
 
+import array
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -127,28 +128,32 @@ class BatchStats:
         self.sequence = max(self.sequence, other.sequence)
 
 
-def _as_column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
-    """A column as an unsigned 64-bit array (zero-copy for arrays and buffers), checked against
-    its length and range in vectorised passes; ``InvalidArgument`` names the first bad value."""
+def _column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
+    """One column as an integer array, its length and range checked in C loops: a list is
+    packed once into uint64 (``array('Q')`` rejects negative, oversized and non-integer values),
+    an array or buffer is viewed without a copy and checked by numpy (not at all when its type
+    cannot exceed the limit); ``InvalidArgument`` names the first bad value."""
     if len(values) != n:
         raise InvalidArgument(
             f"column {name} has {len(values)} values for {n} exits (give all or none)"
         )
-    if not n:
-        return np.zeros(0, dtype=np.uint64)
     try:
-        array = np.asarray(values)
-        if array.dtype.kind not in "iu":
-            raise TypeError
-        if array.dtype.kind == "i" and n and array.min() < 0:
-            raise OverflowError
-        array = array.astype(np.uint64, copy=False)
-    except (OverflowError, TypeError, ValueError):
-        array = None
-    if array is None or (limit < _U64 and n and int(array.max()) > limit):
+        if isinstance(values, list | tuple):
+            column = np.frombuffer(array.array("Q", values), dtype=np.uint64)
+        else:
+            column = np.asarray(values)
+            kind = column.dtype.kind
+            if kind not in "iu" or (kind == "i" and n and int(column.min()) < 0):
+                raise TypeError
+            if np.iinfo(column.dtype).max <= limit:  # the type itself bounds it: no pass
+                return column
+        ok = limit >= _U64 or not n or int(column.max()) <= limit
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         bad = next(v for v in values if not _in_range(v, limit))
         raise InvalidArgument(f"{name} value {bad} is outside 0..{limit:#x}")
-    return array
+    return column
 
 
 def _in_range(value: Any, limit: int) -> bool:
@@ -174,8 +179,9 @@ class Engine:
         self.latency = latency
         self.l0 = latency.l0_for(profile)
         self.totals = BatchStats(l0_model=self.l0.name if self.l0 else None)
-        self.plans = PlanTable(profile, latency, self.l0)
+        self.plans = PlanTable.shared(profile, latency, self.l0)
         self._row = self.plans.row_of(INITIAL_STATE)
+        self._seen: set[int] = set()  # reasons run so far: the state has absorbed their effect
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -234,19 +240,19 @@ class Engine:
         """Run a batch of exits; returns its exact stats and adds them to ``totals``."""
         n = len(batch.reason)
         columns = {
-            name: _as_column(name, getattr(batch, name), n, _COLUMN_LIMITS[name])
+            name: _column(name, getattr(batch, name), n, _COLUMN_LIMITS[name])
             for name in COLUMNS
             if name == "reason" or len(getattr(batch, name))
         }
         self.start()
         region = self.vcpu.current
         assert region is not None
-        reasons = columns["reason"]
+        reasons = columns["reason"].astype(np.intp)
         rips, lengths = columns.get("rip"), columns.get("instruction_len")
         # GUEST_RIP is tracked exit by exit only when a simple formula cannot give its final
         # value: no RIP column (handlers advance it from exit to exit) or RIPs of 0 (= none given)
         track_rip = lengths is not None and (rips is None or not bool(rips.all()))
-        counts, indices, self._row = plan_indices(self.plans, self._row, reasons)
+        counts, indices, self._row = plan_indices(self.plans, self._row, reasons, self._seen)
         plans = self.plans.plans
         stats = _summarise(plans, counts, batch.sequence, self.totals.l0_model)
         if n:
@@ -255,7 +261,7 @@ class Engine:
             if track_rip:
                 assert lengths is not None
                 rip = _tracked_rip(region.values[_RIP.bit], rips, lengths, indices, self.plans)
-            _store_last_exit(region.values, columns, last, rip)
+            _store_last_exit(region.values, reasons, columns, last, rip)
             self.vcpu.mode = Mode.ROOT  # the last exit: its handler ran, the next batch re-enters
         if per_exit:
             table = self.plans.arrays()
@@ -271,14 +277,14 @@ def _tracked_rip(start: int, rips: Any, lengths: Any, indices: Any, plans: PlanT
     later exit whose handler advances it adds its instruction length (modulo 2**64)."""
     given = np.flatnonzero(rips) if rips is not None else np.empty(0, dtype=np.intp)
     first = int(given[-1]) if given.size else 0
-    rip = int(rips[first]) if given.size else start
-    advances = plans.arrays().advances_rip[indices[first:]]
-    added = int(np.dot(lengths[first:].astype(np.uint64), advances.astype(np.uint64)))
+    rip = int(rips[first]) if rips is not None and given.size else start
+    advances = plans.arrays().advances_rip[indices[first:]].astype(np.uint64)
+    added = int(np.dot(lengths[first:].astype(np.uint64), advances))  # wraps modulo 2**64
     return (rip + added) & _U64
 
 
 def _store_last_exit(
-    values: list[int], columns: dict[str, Any], last: Plan, tracked_rip: int | None
+    values: list[int], reasons: Any, columns: dict[str, Any], last: Plan, tracked_rip: int | None
 ) -> None:
     """Leave the VMCS as the batch's exits leave it: the last exit's information, the last EPT
     exit's guest-physical address, and GUEST_RIP as the exits wrote it and their handlers advanced
@@ -288,7 +294,6 @@ def _store_last_exit(
     batch can read it, so only what survives is stored (the reference interpreter stores every
     exit's; tests check that both leave the same VMCS).
     """
-    reasons = columns["reason"]
     targets = (
         ("VM_EXIT_REASON", "reason"), ("EXIT_QUALIFICATION", "qualification"),
         ("IDT_VECTORING_INFO_FIELD", "info2"), ("VM_EXIT_INTR_INFO", "intr_info"),

@@ -9,7 +9,15 @@ Sources:
   and section 25.11.2 "VMREAD, VMWRITE, and Encodings of VMCS Fields" (bit layout below).
 - Names: Linux ``arch/x86/include/asm/vmx.h`` ``enum vmcs_field``. Components that Linux does not
   name carry the SDM's name in the same style (EPTP_INDEX, IO_RCX, IO_RSI, IO_RDI, IO_RIP,
-  GUEST_SMBASE, VE_INFORMATION_ADDRESS, EXECUTIVE_VMCS_POINTER).
+  GUEST_SMBASE, VE_INFORMATION_ADDRESS, EXECUTIVE_VMCS_POINTER, HLAT_PREFIX_SIZE, SPPTP, HLATP,
+  LOW/HIGH_PASID_DIRECTORY_ADDRESS, SHARED_EPT_POINTER, PCONFIG_EXITING_BITMAP,
+  IA32_SPEC_CTRL_MASK/SHADOW). NOTIFY_WINDOW is the SDM's "instruction-timeout control".
+- The FRED fields (guest/host IA32_FRED_*, injected- and original-event data) follow Intel's
+  FRED specification and Linux's FRED patches to ``vmx.h`` (GUEST_IA32_FRED_CONFIG 0x281A ...).
+- ``feature``: the control whose 1-setting makes the field exist (SDM 25.6-25.9 "exists only on
+  processors that support the 1-setting of ..."); names of ``capabilities.FEATURES``, several
+  joined by ``|`` when any one suffices. VMREAD/VMWRITE of a field the vCPU's capabilities do
+  not offer fail with VMfailValid(12) ("unsupported VMCS component").
 
 Encoding bit layout (SDM 25.11.2, table 25-21):
   bit 0       access type: 0 full, 1 high (only for 64-bit fields; reads/writes bits 63:32)
@@ -121,7 +129,8 @@ class Field:
     """One VMCS component: a declared row, or the derived high half of a 64-bit row.
 
     ``bit`` is the component's position in the cache's valid/dirty bitmasks (high halves share
-    the bit of their full field, because they alias the same storage).
+    the bit of their full field, because they alias the same storage). ``feature`` names what
+    makes it exist (None: every VMX processor has it).
     """
 
     name: str
@@ -196,15 +205,20 @@ _C, _R, _G, _H = Kind.CONTROL, Kind.READ_ONLY, Kind.GUEST, Kind.HOST
 _DECLARED: list[Field] = [
     # 16-bit control fields (SDM B.1.1)
     *_group(_W16, _C,
-        ("VIRTUAL_PROCESSOR_ID", 0x0000), ("POSTED_INTR_NV", 0x0002), ("EPTP_INDEX", 0x0004),
-        ("LAST_PID_POINTER_INDEX", 0x0008)),
+        ("VIRTUAL_PROCESSOR_ID", 0x0000, "vpid"),
+        ("POSTED_INTR_NV", 0x0002, "posted_interrupts"),
+        ("EPTP_INDEX", 0x0004, "ept_violation_ve"),
+        ("HLAT_PREFIX_SIZE", 0x0006, "hlat"),
+        ("LAST_PID_POINTER_INDEX", 0x0008, "ipi_virtualization")),
     # 16-bit guest-state fields (SDM B.1.2)
     *_group(_W16, _G,
         ("GUEST_ES_SELECTOR", 0x0800), ("GUEST_CS_SELECTOR", 0x0802),
         ("GUEST_SS_SELECTOR", 0x0804), ("GUEST_DS_SELECTOR", 0x0806),
         ("GUEST_FS_SELECTOR", 0x0808), ("GUEST_GS_SELECTOR", 0x080A),
         ("GUEST_LDTR_SELECTOR", 0x080C), ("GUEST_TR_SELECTOR", 0x080E),
-        ("GUEST_INTR_STATUS", 0x0810), ("GUEST_PML_INDEX", 0x0812), ("GUEST_UINV", 0x0814)),
+        ("GUEST_INTR_STATUS", 0x0810, "virtual_interrupt_delivery"),
+        ("GUEST_PML_INDEX", 0x0812, "pml"),
+        ("GUEST_UINV", 0x0814, "entry_load_uinv|exit_clear_uinv")),
     # 16-bit host-state fields (SDM B.1.3)
     *_group(_W16, _H,
         ("HOST_ES_SELECTOR", 0x0C00), ("HOST_CS_SELECTOR", 0x0C02), ("HOST_SS_SELECTOR", 0x0C04),
@@ -215,31 +229,76 @@ _DECLARED: list[Field] = [
         ("IO_BITMAP_A", 0x2000), ("IO_BITMAP_B", 0x2002), ("MSR_BITMAP", 0x2004),
         ("VM_EXIT_MSR_STORE_ADDR", 0x2006), ("VM_EXIT_MSR_LOAD_ADDR", 0x2008),
         ("VM_ENTRY_MSR_LOAD_ADDR", 0x200A), ("EXECUTIVE_VMCS_POINTER", 0x200C),
-        ("PML_ADDRESS", 0x200E), ("TSC_OFFSET", 0x2010), ("VIRTUAL_APIC_PAGE_ADDR", 0x2012),
-        ("APIC_ACCESS_ADDR", 0x2014), ("POSTED_INTR_DESC_ADDR", 0x2016),
-        ("VM_FUNCTION_CONTROL", 0x2018), ("EPT_POINTER", 0x201A),
-        ("EOI_EXIT_BITMAP0", 0x201C), ("EOI_EXIT_BITMAP1", 0x201E),
-        ("EOI_EXIT_BITMAP2", 0x2020), ("EOI_EXIT_BITMAP3", 0x2022),
-        ("EPTP_LIST_ADDRESS", 0x2024),
+        ("PML_ADDRESS", 0x200E, "pml"),
+        ("TSC_OFFSET", 0x2010),
+        ("VIRTUAL_APIC_PAGE_ADDR", 0x2012, "tpr_shadow"),
+        ("APIC_ACCESS_ADDR", 0x2014, "virtualize_apic_accesses"),
+        ("POSTED_INTR_DESC_ADDR", 0x2016, "posted_interrupts"),
+        ("VM_FUNCTION_CONTROL", 0x2018, "vm_functions"), ("EPT_POINTER", 0x201A, "ept"),
+        ("EOI_EXIT_BITMAP0", 0x201C, "virtual_interrupt_delivery"),
+        ("EOI_EXIT_BITMAP1", 0x201E, "virtual_interrupt_delivery"),
+        ("EOI_EXIT_BITMAP2", 0x2020, "virtual_interrupt_delivery"),
+        ("EOI_EXIT_BITMAP3", 0x2022, "virtual_interrupt_delivery"),
+        ("EPTP_LIST_ADDRESS", 0x2024, "eptp_switching"),
         ("VMREAD_BITMAP", 0x2026, "vmcs_shadowing"), ("VMWRITE_BITMAP", 0x2028, "vmcs_shadowing"),
-        ("VE_INFORMATION_ADDRESS", 0x202A), ("XSS_EXIT_BITMAP", 0x202C),
-        ("ENCLS_EXITING_BITMAP", 0x202E), ("TSC_MULTIPLIER", 0x2032),
-        ("TERTIARY_VM_EXEC_CONTROL", 0x2034), ("ENCLV_EXITING_BITMAP", 0x2036),
-        ("PID_POINTER_TABLE", 0x2042)),
+        ("VE_INFORMATION_ADDRESS", 0x202A, "ept_violation_ve"),
+        ("XSS_EXIT_BITMAP", 0x202C, "xsaves"),
+        ("ENCLS_EXITING_BITMAP", 0x202E, "encls_exiting"),
+        ("SPPTP", 0x2030, "sub_page_write_permissions"),
+        ("TSC_MULTIPLIER", 0x2032, "tsc_scaling"),
+        ("TERTIARY_VM_EXEC_CONTROL", 0x2034, "tertiary_controls"),
+        ("ENCLV_EXITING_BITMAP", 0x2036, "enclv_exiting"),
+        ("LOW_PASID_DIRECTORY_ADDRESS", 0x2038, "pasid_translation"),
+        ("HIGH_PASID_DIRECTORY_ADDRESS", 0x203A, "pasid_translation"),
+        # The shared-EPT pointer serves Intel TDX (SEAM), which vmxsim does not model; it exists
+        # here with EPT so that a dump showing it loads.
+        ("SHARED_EPT_POINTER", 0x203C, "ept"),
+        ("PCONFIG_EXITING_BITMAP", 0x203E, "pconfig"),
+        ("HLATP", 0x2040, "hlat"),
+        ("PID_POINTER_TABLE", 0x2042, "ipi_virtualization"),
+        ("SECONDARY_VM_EXIT_CONTROLS", 0x2044, "secondary_exit_controls"),
+        ("IA32_SPEC_CTRL_MASK", 0x204A, "virtualize_spec_ctrl"),
+        ("IA32_SPEC_CTRL_SHADOW", 0x204C, "virtualize_spec_ctrl"),
+        ("INJECTED_EVENT_DATA", 0x2052, "entry_load_fred")),
     # 64-bit read-only data field (SDM B.2.2)
-    *_group(_W64, _R, ("GUEST_PHYSICAL_ADDRESS", 0x2400)),
+    *_group(_W64, _R, ("GUEST_PHYSICAL_ADDRESS", 0x2400),
+        ("ORIGINAL_EVENT_DATA", 0x2404, "entry_load_fred|exit_load_fred")),
     # 64-bit guest-state fields (SDM B.2.3)
     *_group(_W64, _G,
         ("VMCS_LINK_POINTER", 0x2800), ("GUEST_IA32_DEBUGCTL", 0x2802),
-        ("GUEST_IA32_PAT", 0x2804), ("GUEST_IA32_EFER", 0x2806),
-        ("GUEST_IA32_PERF_GLOBAL_CTRL", 0x2808), ("GUEST_PDPTR0", 0x280A),
-        ("GUEST_PDPTR1", 0x280C), ("GUEST_PDPTR2", 0x280E), ("GUEST_PDPTR3", 0x2810),
-        ("GUEST_BNDCFGS", 0x2812), ("GUEST_IA32_RTIT_CTL", 0x2814),
-        ("GUEST_IA32_LBR_CTL", 0x2816), ("GUEST_IA32_PKRS", 0x2818)),
+        ("GUEST_IA32_PAT", 0x2804, "entry_load_pat|exit_save_pat"),
+        ("GUEST_IA32_EFER", 0x2806, "entry_load_efer|exit_save_efer"),
+        ("GUEST_IA32_PERF_GLOBAL_CTRL", 0x2808,
+         "entry_load_perf_global_ctrl|exit_save_perf_global_ctrl"),
+        ("GUEST_PDPTR0", 0x280A, "ept"),
+        ("GUEST_PDPTR1", 0x280C, "ept"),
+        ("GUEST_PDPTR2", 0x280E, "ept"),
+        ("GUEST_PDPTR3", 0x2810, "ept"),
+        ("GUEST_BNDCFGS", 0x2812, "entry_load_bndcfgs|exit_clear_bndcfgs"),
+        ("GUEST_IA32_RTIT_CTL", 0x2814, "entry_load_rtit_ctl|exit_clear_rtit_ctl"),
+        ("GUEST_IA32_LBR_CTL", 0x2816, "entry_load_lbr_ctl|exit_clear_lbr_ctl"),
+        ("GUEST_IA32_PKRS", 0x2818, "entry_load_pkrs"),
+        ("GUEST_IA32_FRED_CONFIG", 0x281A, "entry_load_fred"),
+        ("GUEST_IA32_FRED_RSP1", 0x281C, "entry_load_fred"),
+        ("GUEST_IA32_FRED_RSP2", 0x281E, "entry_load_fred"),
+        ("GUEST_IA32_FRED_RSP3", 0x2820, "entry_load_fred"),
+        ("GUEST_IA32_FRED_STKLVLS", 0x2822, "entry_load_fred"),
+        ("GUEST_IA32_FRED_SSP1", 0x2824, "entry_load_fred"),
+        ("GUEST_IA32_FRED_SSP2", 0x2826, "entry_load_fred"),
+        ("GUEST_IA32_FRED_SSP3", 0x2828, "entry_load_fred")),
     # 64-bit host-state fields (SDM B.2.4)
     *_group(_W64, _H,
-        ("HOST_IA32_PAT", 0x2C00), ("HOST_IA32_EFER", 0x2C02),
-        ("HOST_IA32_PERF_GLOBAL_CTRL", 0x2C04), ("HOST_IA32_PKRS", 0x2C06)),
+        ("HOST_IA32_PAT", 0x2C00, "exit_load_pat"), ("HOST_IA32_EFER", 0x2C02, "exit_load_efer"),
+        ("HOST_IA32_PERF_GLOBAL_CTRL", 0x2C04, "exit_load_perf_global_ctrl"),
+        ("HOST_IA32_PKRS", 0x2C06, "exit_load_pkrs"),
+        ("HOST_IA32_FRED_CONFIG", 0x2C08, "exit_load_fred"),
+        ("HOST_IA32_FRED_RSP1", 0x2C0A, "exit_load_fred"),
+        ("HOST_IA32_FRED_RSP2", 0x2C0C, "exit_load_fred"),
+        ("HOST_IA32_FRED_RSP3", 0x2C0E, "exit_load_fred"),
+        ("HOST_IA32_FRED_STKLVLS", 0x2C10, "exit_load_fred"),
+        ("HOST_IA32_FRED_SSP1", 0x2C12, "exit_load_fred"),
+        ("HOST_IA32_FRED_SSP2", 0x2C14, "exit_load_fred"),
+        ("HOST_IA32_FRED_SSP3", 0x2C16, "exit_load_fred")),
     # 32-bit control fields (SDM B.3.1)
     *_group(_W32, _C,
         ("PIN_BASED_VM_EXEC_CONTROL", 0x4000), ("CPU_BASED_VM_EXEC_CONTROL", 0x4002),
@@ -249,8 +308,10 @@ _DECLARED: list[Field] = [
         ("VM_EXIT_MSR_LOAD_COUNT", 0x4010), ("VM_ENTRY_CONTROLS", 0x4012),
         ("VM_ENTRY_MSR_LOAD_COUNT", 0x4014), ("VM_ENTRY_INTR_INFO_FIELD", 0x4016),
         ("VM_ENTRY_EXCEPTION_ERROR_CODE", 0x4018), ("VM_ENTRY_INSTRUCTION_LEN", 0x401A),
-        ("TPR_THRESHOLD", 0x401C), ("SECONDARY_VM_EXEC_CONTROL", 0x401E),
-        ("PLE_GAP", 0x4020), ("PLE_WINDOW", 0x4022), ("NOTIFY_WINDOW", 0x4024)),
+        ("TPR_THRESHOLD", 0x401C, "tpr_shadow"), ("SECONDARY_VM_EXEC_CONTROL", 0x401E),
+        ("PLE_GAP", 0x4020, "pause_loop_exiting"),
+        ("PLE_WINDOW", 0x4022, "pause_loop_exiting"),
+        ("NOTIFY_WINDOW", 0x4024, "instruction_timeout")),
     # 32-bit read-only data fields (SDM B.3.2)
     *_group(_W32, _R,
         ("VM_INSTRUCTION_ERROR", 0x4400), ("VM_EXIT_REASON", 0x4402),
@@ -269,7 +330,7 @@ _DECLARED: list[Field] = [
         ("GUEST_LDTR_AR_BYTES", 0x4820), ("GUEST_TR_AR_BYTES", 0x4822),
         ("GUEST_INTERRUPTIBILITY_INFO", 0x4824), ("GUEST_ACTIVITY_STATE", 0x4826),
         ("GUEST_SMBASE", 0x4828), ("GUEST_SYSENTER_CS", 0x482A),
-        ("VMX_PREEMPTION_TIMER_VALUE", 0x482E)),
+        ("VMX_PREEMPTION_TIMER_VALUE", 0x482E, "preemption_timer")),
     # 32-bit host-state field (SDM B.3.4)
     *_group(_W32, _H, ("HOST_IA32_SYSENTER_CS", 0x4C00)),
     # natural-width control fields (SDM B.4.1)
@@ -291,16 +352,18 @@ _DECLARED: list[Field] = [
         ("GUEST_IDTR_BASE", 0x6818), ("GUEST_DR7", 0x681A), ("GUEST_RSP", 0x681C),
         ("GUEST_RIP", 0x681E), ("GUEST_RFLAGS", 0x6820),
         ("GUEST_PENDING_DBG_EXCEPTIONS", 0x6822), ("GUEST_SYSENTER_ESP", 0x6824),
-        ("GUEST_SYSENTER_EIP", 0x6826), ("GUEST_S_CET", 0x6828), ("GUEST_SSP", 0x682A),
-        ("GUEST_INTR_SSP_TABLE", 0x682C)),
+        ("GUEST_SYSENTER_EIP", 0x6826),
+        ("GUEST_S_CET", 0x6828, "entry_load_cet"),
+        ("GUEST_SSP", 0x682A, "entry_load_cet"),
+        ("GUEST_INTR_SSP_TABLE", 0x682C, "entry_load_cet")),
     # natural-width host-state fields (SDM B.4.4)
     *_group(_WN, _H,
         ("HOST_CR0", 0x6C00), ("HOST_CR3", 0x6C02), ("HOST_CR4", 0x6C04),
         ("HOST_FS_BASE", 0x6C06), ("HOST_GS_BASE", 0x6C08), ("HOST_TR_BASE", 0x6C0A),
         ("HOST_GDTR_BASE", 0x6C0C), ("HOST_IDTR_BASE", 0x6C0E),
         ("HOST_IA32_SYSENTER_ESP", 0x6C10), ("HOST_IA32_SYSENTER_EIP", 0x6C12),
-        ("HOST_RSP", 0x6C14), ("HOST_RIP", 0x6C16), ("HOST_S_CET", 0x6C18),
-        ("HOST_SSP", 0x6C1A), ("HOST_INTR_SSP_TABLE", 0x6C1C)),
+        ("HOST_RSP", 0x6C14), ("HOST_RIP", 0x6C16), ("HOST_S_CET", 0x6C18, "exit_load_cet"),
+        ("HOST_SSP", 0x6C1A, "exit_load_cet"), ("HOST_INTR_SSP_TABLE", 0x6C1C, "exit_load_cet")),
 ]  # fmt: skip
 
 

@@ -2,9 +2,9 @@
 them (the engine's unit of work; ``aggregate.py`` counts batches of them).
 
 A state is ``(valid, asserted, user_exit, l0)``: the read-cache entries that survive exits (control
-and host state), the write-if-changed fields already written once, whether the last handler
-returned to user space, and the L0 model's ``L0State``. ``_Compiler`` counts one exit with bit
-masks, in execution order (DESIGN.md "The core" 7):
+and host state), the write-if-changed fields already written once, a user-exit flag (kept for the
+snapshot format; always False: no exit depends on it) and the L0 model's ``L0State``.
+``_Compiler`` counts one exit with bit masks, in execution order (DESIGN.md "The core" 7):
 
 1. ``after_exit``; with ``run.reload_vmcs`` the put (VMCLEAR, VMXOFF, ``vmcs_put`` rows);
 2. the handler: with the VMCS put away and ``handler_vmcs_loaded`` false, each executed
@@ -27,9 +27,10 @@ issued once (the first time) and skipped afterwards.
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -208,7 +209,33 @@ class _Arrays:
 
 
 class PlanTable:
-    """Every plan compiled so far for one profile, latency model and L0 model, by state."""
+    """Every plan compiled so far for one profile, latency model and L0 model, by state.
+
+    ``shared`` hands engines of the same (profile, latency model, L0 model) objects one table, so
+    a server's vCPUs compile each plan once; compiling is serialised by a lock (plans are
+    append-only and immutable, so readers need none).
+    """
+
+    _SHARED: ClassVar[OrderedDict[tuple[int, int, int], tuple[object, ...]]] = OrderedDict()
+    _SHARED_MAX: ClassVar[int] = 64
+    _SHARED_LOCK: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def shared(cls, profile: Profile, latency: LatencyModel, l0: L0Model | None) -> PlanTable:
+        """The table of these three objects (an LRU of the last 64 combinations)."""
+        key = (id(profile), id(latency), id(l0))
+        with cls._SHARED_LOCK:
+            found = cls._SHARED.get(key)
+            if found is not None:  # the entry holds the objects, so their ids are not reused
+                cls._SHARED.move_to_end(key)
+                table = found[-1]
+                assert isinstance(table, PlanTable)
+                return table
+            table = cls(profile, latency, l0)
+            cls._SHARED[key] = (profile, latency, l0, table)
+            while len(cls._SHARED) > cls._SHARED_MAX:
+                cls._SHARED.popitem(last=False)
+            return table
 
     def __init__(self, profile: Profile, latency: LatencyModel, l0: L0Model | None) -> None:
         self.profile = profile
@@ -216,14 +243,13 @@ class PlanTable:
         self.l0 = l0
         self.rows: dict[State, Row] = {}
         self.plans: list[Plan] = []
-        self.seen: set[int] = set()
-        """Reasons run at least once: the surviving state has absorbed what they leave."""
         self._arrays = _Arrays(-1, None, None, None, None)
+        self._lock = threading.Lock()
 
     def row_of(self, state: State) -> Row:
         row = self.rows.get(state)
         if row is None:
-            row = self.rows[state] = Row(state)
+            row = self.rows.setdefault(state, Row(state))
         return row
 
     def plan(self, row: Row, reason: int) -> Plan:
@@ -232,6 +258,11 @@ class PlanTable:
         return plan if plan is not None else self._compile(row, reason)
 
     def _compile(self, row: Row, reason: int) -> Plan:
+        with self._lock:
+            plan = row.plans.get(reason)  # another thread may have compiled it meanwhile
+            return plan if plan is not None else self._compile_locked(row, reason)
+
+    def _compile_locked(self, row: Row, reason: int) -> Plan:
         handler = self.profile.handler(reason)
         state = row.state
         if handler.panic:  # the VM stops: nothing runs, the state stays
@@ -252,10 +283,13 @@ class PlanTable:
             l0,
         )  # fmt: skip
         l0_seconds = l0.cycles / latency.clock_hz if l0 is not None else 0.0
+        # Only what the next exit can see: the entries that survive an exit (the rest are dropped
+        # at its start anyway) and no user-exit flag (nothing after the exit depends on it).
+        # Keeping states canonical keeps them few, so batches aggregate (``aggregate.py``).
         next_state = (
-            compiler.valid,
+            compiler.valid & KEEP_ON_EXIT,
             compiler.asserted,
-            handler.user_exit,
+            False,
             l0.state if l0 is not None else state[3],
         )
         counts = {key: value for key, value in n.items() if value}

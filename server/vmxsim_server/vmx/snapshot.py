@@ -97,15 +97,40 @@ def totals_doc(totals: BatchStats) -> dict[str, Any]:
         "vmwrite_hist": _pairs(totals.vmwrite_hist),
         "latency_hist": _pairs(totals.latency_hist),
         "sequence": totals.sequence,
+        "l0": _l0_doc(totals),
+    }
+
+
+def _l0_doc(totals: BatchStats) -> dict[str, Any]:
+    """The L0 part of the totals (nested at two levels; optional when loading older files)."""
+    return {
+        "other": dict(sorted(totals.other.items())),
+        "exits": totals.l0_exits,
+        "by_cause": dict(sorted(totals.l0_by_cause.items())),
+        "hist": _pairs(totals.l0_hist),
+        "seconds": totals.l0_seconds,
+        "vmcs02_rebuilds": totals.vmcs02_rebuilds,
+        "panics": _pairs(totals.panics),
+        "by_reason": [[reason, t.l0_exits] for reason, t in sorted(totals.by_reason.items())],
     }
 
 
 def dump(
-    vcpu: Vcpu, profile: str, mode: str, engine: Engine | None = None, injected_exits: int = 0
+    vcpu: Vcpu,
+    profile: str,
+    mode: str,
+    engine: Engine | None = None,
+    injected_exits: int = 0,
+    current_only: bool = False,
 ) -> bytes:
     """The snapshot bytes of ``vcpu`` (with its VM's memory), its profile name, latency mode
-    and, when given, its engine's totals and cache state."""
+    and, when given, its engine's totals and cache state. ``current_only``: of the VMCS regions
+    only the current one (a batch of exits changes no other), for a replay's checkpoints; the
+    restore writes what the snapshot has and leaves the rest of memory alone."""
     memory = vcpu.memory
+    regions = memory.regions()
+    if current_only:
+        regions = {a: r for a, r in regions.items() if a == vcpu.current_pointer}
     doc: dict[str, Any] = {
         "capabilities": {name: getattr(vcpu.capabilities, name) for name in _CAPABILITY_NAMES},
         "profile": profile,
@@ -131,10 +156,11 @@ def dump(
                         f.name: region.values[f.bit] for f in FIELDS if region.values[f.bit]
                     },
                 }
-                for address, region in sorted(memory.regions().items())
+                for address, region in sorted(regions.items())
             ],
         },
         "engine": None,
+        "l0": (engine.latency.l0_name or "") if engine is not None else "",
     }
     if engine is not None:
         valid, asserted, user_exit = engine.cache_state
@@ -249,6 +275,8 @@ class Snapshot:
     totals: BatchStats | None
     cache_state: tuple[int, int, bool] | None
     injected_exits: int
+    l0: str = ""
+    """The L0 model asked for at creation (``--l0``); empty = the profile's default."""
 
     def restore_memory(self, memory: PhysicalMemory) -> None:
         """Write the snapshot's memory words and VMCS regions into ``memory``."""
@@ -441,7 +469,38 @@ def _totals(r: _Reader, raw: Any, path: str) -> BatchStats:
         if not isinstance(pair, list) or len(pair) != 2:
             raise r.fail(where, "must be a [seconds, count] pair")
         totals.latency_hist[r.number(pair[0], where)] += r.count(pair[1], where)
+    if "l0" in raw:
+        _load_l0(r, r.table(raw["l0"], f"{path}.l0"), f"{path}.l0", totals)
     return totals
+
+
+def _counts_by_name(r: _Reader, raw: Any, path: str) -> dict[str, int]:
+    found = {}
+    for name, count in r.table(raw, path).items():
+        found[r.text(name, path)] = r.count(count, f"{path}.{name}")
+    return found
+
+
+def _load_l0(r: _Reader, raw: dict[str, Any], path: str, totals: BatchStats) -> None:
+    totals.other.update(_counts_by_name(r, r.member(raw, "other", path), f"{path}.other"))
+    totals.l0_exits = r.count(r.member(raw, "exits", path), f"{path}.exits")
+    totals.l0_by_cause.update(
+        _counts_by_name(r, r.member(raw, "by_cause", path), f"{path}.by_cause")
+    )
+    totals.l0_hist.update(dict(r.pairs(r.member(raw, "hist", path), f"{path}.hist")))
+    totals.l0_seconds = r.number(r.member(raw, "seconds", path), f"{path}.seconds")
+    rebuilds = r.member(raw, "vmcs02_rebuilds", path)
+    totals.vmcs02_rebuilds = r.count(rebuilds, f"{path}.vmcs02_rebuilds")
+    totals.panics.update(dict(r.pairs(r.member(raw, "panics", path), f"{path}.panics")))
+    for reason, l0_exits in r.pairs(r.member(raw, "by_reason", path), f"{path}.by_reason"):
+        if reason in totals.by_reason:
+            totals.by_reason[reason].l0_exits = l0_exits
+
+
+def _l0_name(r: _Reader, value: Any) -> str:
+    if not isinstance(value, str):
+        raise r.fail("l0", "must be a string (an L0 model name, or empty)")
+    return value
 
 
 def load(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Snapshot:
@@ -467,6 +526,7 @@ def load(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Snapshot:
         totals=None,
         cache_state=None,
         injected_exits=state["injected_exits"],
+        l0=_l0_name(r, doc.get("l0", "")),
     )
     engine = r.member(doc, "engine", "snapshot")
     if engine is not None:

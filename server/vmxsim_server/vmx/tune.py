@@ -12,6 +12,13 @@ and choosing each field's best option independently (coordinate descent, in fiel
 finds the optimum for the given profile, trace and mode. One sweep suffices; a second sweep is
 run to confirm that nothing improves. The result is the policy and the X-macro rows
 ``COMP(cache_r, cache_w, width, NAME)`` that implement it.
+
+The cost is the full one (issue 13.5): in nested modes the L0 model prices every L1 instruction
+that exits to it and every vmcs02 rebuild, so a policy that stops per-entry writes of fields L0
+does not shadow (HAXM's host state) gets the credit of no longer dirtying vmcs12.
+Write-if-changed control and host state is an assumption (``TuneResult.assumptions``): the engine
+issues such a write once and skips it afterwards, which holds only while the vCPU stays on one
+physical CPU (host GS/TR/GDTR/IDTR bases, for one, differ between physical CPUs).
 """
 
 from __future__ import annotations
@@ -20,14 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from .cache import CachePolicy
-from .engine import Engine
-from .fields import FIELDS, Field
+from .engine import BatchStats, Engine
+from .fields import BY_NAME, FIELDS, Field, Kind
 from .latency import LatencyModel
 from .profiles import Profile
 from .records import ExitBatch
 from .vcpu import Vcpu
 
-__all__ = ["TuneResult", "simulate", "tune"]
+__all__ = ["TuneResult", "simulate", "simulate_stats", "tune"]
 
 _WRITE_OPTIONS = ("direct", "write-back", "write-if-changed")
 
@@ -41,6 +48,18 @@ class TuneResult:
     best_seconds: float
     evaluations: int
     fields_considered: int
+
+    @property
+    def assumptions(self) -> list[str]:
+        """What the tuned policy's gain rests on, one sentence per assumption."""
+        fields = [f.name for f in FIELDS if f.name in self.policy.write_if_changed]
+        host = [name for name in fields if BY_NAME[name].kind is not Kind.GUEST]
+        if not host:
+            return []
+        return [
+            f"write-if-changed {', '.join(host)}: written once and skipped while unchanged; "
+            "holds only while the vCPU stays on one physical CPU (host state differs per CPU)"
+        ]
 
     @property
     def gain(self) -> float:
@@ -58,10 +77,21 @@ def simulate(
     """Simulated seconds of the exits (by reason) through ``profile`` with ``policy``: the full
     cost, nested under the L0 model (``l0`` or the profile's default) with its exits and vmcs02
     rebuilds, so a policy that stops dirtying vmcs12 gets the credit."""
+    return simulate_stats(profile, mode, reasons, policy, l0).simulated_seconds
+
+
+def simulate_stats(
+    profile: Profile,
+    mode: str,
+    reasons: Sequence[int],
+    policy: CachePolicy | None = None,
+    l0: str | None = None,
+) -> BatchStats:
+    """The whole stats of ``simulate`` (L0 exits and vmcs02 rebuilds included)."""
     if policy is not None:
         profile = replace(profile, policy=policy)
     engine = Engine(Vcpu(), profile, LatencyModel(mode, l0=l0))
-    return engine.run_batch(ExitBatch(list(reasons))).simulated_seconds
+    return engine.run_batch(ExitBatch(list(reasons)))
 
 
 def _accessed(profile: Profile, reasons: Sequence[int]) -> tuple[set[str], set[str]]:
@@ -93,12 +123,13 @@ def tune(
     mode: str,
     reasons: Sequence[int],
     progress: Callable[[int, int], None] | None = None,
+    l0: str | None = None,
 ) -> TuneResult:
     """The cache policy minimising simulated time of ``reasons`` through ``profile`` in ``mode``."""
     read, written = _accessed(profile, reasons)
     candidates = [f for f in FIELDS if f.name in read or f.name in written]
     policy = profile.policy
-    base = best = simulate(profile, mode, reasons, policy)
+    base = best = simulate(profile, mode, reasons, policy, l0)
     evaluations = 1
     for sweep in range(2):
         improved = False
@@ -114,7 +145,7 @@ def tune(
                 trial = _with_option(policy, f, cached, write)
                 if trial == policy:
                     continue
-                seconds = simulate(profile, mode, reasons, trial)
+                seconds = simulate(profile, mode, reasons, trial, l0)
                 evaluations += 1
                 if seconds < best * (1 - 1e-12):
                     best, policy, improved = seconds, trial, True

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .capabilities import DEFAULT_CAPABILITIES, Capabilities
-from .entry_checks import Failure, UnknownField, evaluate
+from .entry_checks import CHECKS, Failure, UnknownField, evaluate
+from .entry_checks.incremental import PassedState
 from .exceptions import InvalidArgument, StateError
 from .exit_reasons import lookup_reason
 from .fields import ALL_FIELDS, BY_ENCODING, BY_NAME, Field, Kind
@@ -136,6 +137,8 @@ class Vcpu:
         self.current: VmcsRegion | None = None
         self.vmxon_epoch = 0
         self.mov_ss_blocking = False
+        self._passed: dict[int, PassedState] = {}
+        """Per VMCS address: its values when it last passed every entry check (incremental)."""
         """True while the next instruction follows MOV SS / POP SS (VM entry fails with 26)."""
 
     # --- helpers -------------------------------------------------------------------------------
@@ -328,13 +331,19 @@ class Vcpu:
             return _UD
         if self.mode is Mode.NON_ROOT:
             return self._guest_executes("VMLAUNCH" if launch else "VMRESUME")
+        region = self.current
+        passed = self._passed.get(region.address) if region is not None else None
+        checks = passed.checks_for(region.values) if passed and region else CHECKS
         report = evaluate(
-            self.entry_values(), self.capabilities, self.memory, launch=launch, stop_at_first=True
-        )
+            self.entry_values(), self.capabilities, self.memory, launch=launch,
+            stop_at_first=True, checks=checks,
+        )  # fmt: skip
         if report.failures:
             return self._entry_failed(report.failures[0])
-        region = self.current
         assert region is not None  # basic.current_vmcs passed
+        if passed is None:
+            passed = self._passed[region.address] = PassedState(CHECKS)
+        passed.record(region.values)
         if launch:
             region.launch_state = LaunchState.LAUNCHED
             region.launch_epoch = self.vmxon_epoch
@@ -346,13 +355,13 @@ class Vcpu:
         vCPU state behind the ``@`` pseudo-values (``entry_checks.table``)."""
         region = self.current
         values = region.values if region is not None else [0] * len(_FIELD_BITS)
+        launched = region is not None and region.launch_state is LaunchState.LAUNCHED
         pseudo = {
             "@current_vmcs": int(region is not None),
+            "@current_vmcs_pointer": self.current_pointer,
             "@shadow_indicator": self.memory.read32(region.address) >> 31 if region else 0,
             "@mov_ss_blocking": int(self.mov_ss_blocking),
-            "@launch_state": int(
-                region is not None and region.launch_state is LaunchState.LAUNCHED
-            ),
+            "@launch_state": int(launched),
             "@vmxon_epoch_ok": int(region is not None and region.launch_epoch == self.vmxon_epoch),
         }
         bits = _FIELD_BITS

@@ -1,7 +1,11 @@
 """The VM-entry check table: every check VMLAUNCH and VMRESUME run, as rows of data.
 
 Source: Intel 64 and IA-32 Architectures Software Developer's Manual, Vol. 3C, chapter 27
-"VM Entries" (chapter 26 before the 2023 renumbering). Each row cites its section.
+"VM Entries", order number 325462-086US (December 2024; chapter 26 before the 2023
+renumbering), named once in ``listing.SDM_EDITION``. Each row cites its section; the SDM checks
+that are not rows are listed with the reason in ``listing.LEFT_OUT``. Where KVM's nested VMX
+(arch/x86/kvm/vmx/nested.c, ``nested_vmx_check_*``) or Bochs (cpu/vmx.cc, ``VMenterLoadCheck*``)
+differ from the SDM, the row follows the SDM and a comment says so.
 
 Stages run in the processor's order (SDM 27.1-27.4): ``BASIC`` (VMfailInvalid, VMfailValid 4, 5,
 6, 26), ``CONTROL`` (VMfailValid 7), ``HOST`` (VMfailValid 8), ``GUEST`` (a VM exit with basic
@@ -16,9 +20,11 @@ from .guest_registers import GUEST_REGISTER_CHECKS
 from .guest_segments import GUEST_SEGMENT_CHECKS
 from .guest_state import GUEST_STATE_CHECKS
 from .host import HOST_CHECKS
+from .listing import LEFT_OUT, SDM_EDITION, markdown
 from .msr_load import MSR_LOAD_CHECKS
 from .table import (
     OUTCOMES,
+    PSEUDO_VALUES,
     Check,
     Failure,
     Memory,
@@ -34,7 +40,10 @@ from .valid import valid_state
 __all__ = [
     "BY_ID",
     "CHECKS",
+    "LEFT_OUT",
     "OUTCOMES",
+    "PSEUDO_VALUES",
+    "SDM_EDITION",
     "Check",
     "Failure",
     "Memory",
@@ -44,6 +53,7 @@ __all__ = [
     "UnknownField",
     "Values",
     "evaluate",
+    "markdown",
     "valid_state",
 ]
 

@@ -158,9 +158,8 @@ GUEST_STATE_CHECKS = (
          lambda v, c: v("GUEST_ACTIVITY_STATE") <= WAIT_FOR_SIPI,
          "guest activity state {GUEST_ACTIVITY_STATE} is not 0-3"),
     _row("guest.activity.supported", "27.3.1.5", "GUEST_ACTIVITY_STATE",
-         lambda v, c: v("GUEST_ACTIVITY_STATE") in (ACTIVE, HLT, SHUTDOWN, WAIT_FOR_SIPI)
-         and (v("GUEST_ACTIVITY_STATE") == ACTIVE
-              or bool(c.activity_states >> (v("GUEST_ACTIVITY_STATE") - 1) & 1)),
+         lambda v, c: not ACTIVE < v("GUEST_ACTIVITY_STATE") <= WAIT_FOR_SIPI
+         or bool(c.activity_states >> (v("GUEST_ACTIVITY_STATE") - 1) & 1),
          "guest activity state {GUEST_ACTIVITY_STATE} is not offered by IA32_VMX_MISC[8:6]"),
     _row("guest.activity.hlt_dpl", "27.3.1.5", "GUEST_ACTIVITY_STATE GUEST_SS_AR_BYTES",
          lambda v, c: v("GUEST_ACTIVITY_STATE") != HLT or v("GUEST_SS_AR_BYTES") >> 5 & 3 == 0,
@@ -245,7 +244,7 @@ GUEST_STATE_CHECKS = (
          "the VMCS at link pointer {VMCS_LINK_POINTER:#x} has the wrong revision identifier, or "
          "its shadow-VMCS indicator differs from 'VMCS shadowing'", needs_memory=True,
          qualification=lambda v, c: 4),
-    _row("guest.link_pointer.current", "27.3.1.5", ("VMCS_LINK_POINTER",),
+    _row("guest.link_pointer.current", "27.3.1.5", ("VMCS_LINK_POINTER", "@current_vmcs_pointer"),
          lambda v, c: _link(v) == INVALID_LINK or _link(v) != v("@current_vmcs_pointer"),
          "VMCS link pointer {VMCS_LINK_POINTER:#x} is the current-VMCS pointer",
          qualification=lambda v, c: 4),

@@ -1,9 +1,9 @@
 """Checks on the host-state area (SDM 27.2.2-27.2.4); a failure is VMfailValid(8).
 
 vmxsim models a 64-bit VMM: the processor is in IA-32e mode (IA32_EFER.LMA = 1) when it executes
-VMLAUNCH/VMRESUME, so 27.2.4 requires "host address-space size" = 1, and the checks 27.2.4 makes
-when that control is 0 (IA-32e mode guest 0, CR4.PCIDE 0, RIP bits 63:32 clear) can never be the
-first failure; they are not rows.
+VMLAUNCH/VMRESUME, so 27.2.4 requires "host address-space size" = 1. The checks that apply only
+when that control is 0 (27.2.3: SS selector not 0000H; 27.2.4: IA-32e mode guest 0, CR4.PCIDE 0,
+RIP bits 63:32 clear) can therefore never fail alone and are not rows.
 """
 
 from __future__ import annotations
@@ -130,9 +130,6 @@ HOST_CHECKS = (
     _row("host.selectors.cs_tr", "27.2.3", "HOST_CS_SELECTOR HOST_TR_SELECTOR",
          lambda v, c: v("HOST_CS_SELECTOR") != 0 and v("HOST_TR_SELECTOR") != 0,
          "host CS selector {HOST_CS_SELECTOR:#x} or TR selector {HOST_TR_SELECTOR:#x} is 0000H"),
-    _row("host.selectors.ss", "27.2.3", "VM_EXIT_CONTROLS HOST_SS_SELECTOR",
-         lambda v, c: _hass(v) or v("HOST_SS_SELECTOR") != 0,
-         "host SS selector is 0000H with 'host address-space size' 0"),
     _row("host.bases.canonical", "27.2.3", _BASES,
          lambda v, c: all(canonical(v(name), c) for name in _BASES),
          per_name(_BASES, lambda x, c: not canonical(x, c), "is not canonical")),

@@ -7,18 +7,9 @@ naming the offending values, called only when it fails). VMLAUNCH/VMRESUME, ``vm
 and the docs all derive from the same rows.
 
 ``Values`` maps a field-table name to the field's value (the full 64-bit value for a 64-bit
-field). It may also answer pseudo-values that are vCPU state rather than VMCS fields:
-
-    @current_vmcs      1 when a VMCS is current (the current-VMCS pointer is valid), else 0
-    @current_vmcs_pointer  the current-VMCS pointer (VMPTRST's answer)
-    @shadow_indicator  bit 31 of the current VMCS's header (the shadow-VMCS indicator)
-    @mov_ss_blocking   1 when VMLAUNCH/VMRESUME follows MOV SS / POP SS (events blocked)
-    @launch            1 for VMLAUNCH, 0 for VMRESUME (``evaluate`` answers it)
-    @launch_state      1 when the current VMCS is launched, 0 when it is clear
-    @vmxon_epoch_ok    1 when the VMCS was launched in the current VMX operation (no VMXOFF and
-                       VMXON since its VMLAUNCH)
-    @memory64:ADDR     the 64-bit word at guest-physical address ADDR (hex); ``evaluate`` answers
-                       it from its ``memory`` argument, for checks with ``needs_memory``
+field). It may also answer the pseudo-values of ``PSEUDO_VALUES``: vCPU state rather than VMCS
+fields (the basic checks read them), and ``@memory64:ADDR`` for the checks that read guest
+memory, which ``evaluate`` answers from its ``memory`` argument.
 
 An accessor raises ``UnknownField`` for a value it does not know (a field a dump does not show);
 ``evaluate`` then reports the check as not checked, never passed or failed on a made-up value.
@@ -35,6 +26,7 @@ from ..capabilities import Capabilities
 
 __all__ = [
     "OUTCOMES",
+    "PSEUDO_VALUES",
     "Check",
     "Failure",
     "Memory",
@@ -48,6 +40,18 @@ __all__ = [
 
 Values = Callable[[str], int]
 """Field-table name (or ``@pseudo`` name) -> value."""
+
+PSEUDO_VALUES: dict[str, str] = {
+    "@current_vmcs": "1 when a VMCS is current (the current-VMCS pointer is valid), else 0",
+    "@current_vmcs_pointer": "the current-VMCS pointer (VMPTRST's answer)",
+    "@shadow_indicator": "bit 31 of the current VMCS's first word (the shadow-VMCS indicator)",
+    "@mov_ss_blocking": "1 when VMLAUNCH/VMRESUME follows MOV SS or POP SS (events blocked)",
+    "@launch": "1 for VMLAUNCH, 0 for VMRESUME (``evaluate`` answers it from ``launch``)",
+    "@launch_state": "1 when the current VMCS is launched, 0 when it is clear",
+    "@vmxon_epoch_ok": "1 when no VMXOFF and VMXON happened since the VMCS's VMLAUNCH",
+    "@memory64:ADDR": "the 64-bit word at guest-physical address ADDR (hex), from ``memory``",
+}
+"""The pseudo-values a ``Values`` accessor may be asked for, and their meaning."""
 
 
 class UnknownField(Exception):
@@ -188,18 +192,23 @@ def evaluate(
 
         checks = CHECKS
 
-    def lookup(name: str) -> int:
+    def basic(name: str) -> int:
         return int(launch) if name == "@launch" else values(name)
 
-    with_memory = _with_memory(lookup, memory) if memory is not None else lookup
+    with_memory = _with_memory(values, memory) if memory is not None else values
     failures: list[Failure] = []
     not_checked: list[NotChecked] = []
     passed: list[Check] = []
     for check in checks:
-        if check.needs_memory and memory is None:
-            not_checked.append(NotChecked(check, (NO_MEMORY,)))
-            continue
-        read = with_memory if check.needs_memory else lookup
+        # Only BASIC rows read @launch and only needs_memory rows read memory: the others get
+        # the caller's accessor itself (VMLAUNCH runs this once per entry; keep it lean).
+        if check.needs_memory:
+            if memory is None:
+                not_checked.append(NotChecked(check, (NO_MEMORY,)))
+                continue
+            read = with_memory
+        else:
+            read = basic if check.stage is Stage.BASIC else values
         try:
             if check.holds(read, caps):
                 passed.append(check)

@@ -147,14 +147,17 @@ def _guest(caps: Capabilities) -> dict[str, int]:
 def valid_state(caps: Capabilities, **overrides: int) -> dict[str, int]:
     """Field values with which VM entry passes every check: a 64-bit guest and host.
 
-    ``overrides`` replace or add fields (names from the field table); an unknown name is a
-    ``KeyError`` naming it. Fields the capabilities do not offer are left out.
+    ``overrides`` replace or add fields (names from the field table; an unknown name is a
+    ``KeyError`` naming it) and are kept even for a field the capabilities do not offer, so a
+    harness that writes it sees VMfailValid(12). The builder's own fields that the capabilities
+    do not offer are left out.
     """
-    state = {**_controls(caps), **_host(caps), **_guest(caps)}
-    if not state["VM_ENTRY_CONTROLS"] & ENTRY_IA32E_MODE_GUEST:
+    built = {**_controls(caps), **_host(caps), **_guest(caps)}
+    if not built["VM_ENTRY_CONTROLS"] & ENTRY_IA32E_MODE_GUEST:
         raise ValueError("valid_state: the capabilities do not allow 'IA-32e mode guest'")
+    state = {name: value for name, value in built.items() if caps.offers(BY_NAME[name].feature)}
     for name, value in overrides.items():
         if name not in BY_NAME:
             raise KeyError(f"valid_state: {name!r} is not a VMCS field")
         state[name] = value
-    return {name: value for name, value in state.items() if caps.offers(BY_NAME[name].feature)}
+    return state
