@@ -194,7 +194,7 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
 
     async def DeleteVm(self, request: pb.DeleteVmRequest, context: Context) -> pb.DeleteVmResponse:
         deleted = self.registry.delete_vm(request.vm_id, self._caller(context))
-        self._forget_files(deleted)
+        await self._in_thread(self._forget_files, deleted)
         log.info(
             "deleted %s with %d vCPUs", request.vm_id, len(deleted), extra={"vm_id": request.vm_id}
         )
@@ -241,7 +241,7 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         self, request: pb.DeleteVcpuRequest, context: Context
     ) -> pb.DeleteVcpuResponse:
         self.registry.delete_vcpu(request.vcpu_id, caller=self._caller(context))
-        self._forget_files([request.vcpu_id])
+        await self._in_thread(self._forget_files, [request.vcpu_id])
         log.debug("deleted %s", request.vcpu_id, extra={"vcpu_id": request.vcpu_id})
         return pb.DeleteVcpuResponse()
 
