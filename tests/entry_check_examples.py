@@ -192,6 +192,8 @@ EXAMPLES: dict[str, Example] = {
     "host.efer.reserved": ex(lambda s: {"HOST_IA32_EFER": s["HOST_IA32_EFER"] | 2}),
     "host.efer.lma_lme": ex(lambda s: {"HOST_IA32_EFER": s["HOST_IA32_EFER"] & ~(1 << 10)}),
     "host.pkrs": ex(lambda s: exits(s, 1 << 29) | {"HOST_IA32_PKRS": 1 << 32}, caps=EVERY),
+    "host.fred": ex(lambda s: exits(s, 1 << 31) | {"SECONDARY_VM_EXIT_CONTROLS": 2,
+                                                   "HOST_IA32_FRED_RSP2": 0x1008}, caps=EVERY),
     "host.selectors.rpl_ti": ex({"HOST_DS_SELECTOR": 3}),
     "host.selectors.cs_tr": ex({"HOST_TR_SELECTOR": 0}),
     "host.bases.canonical": ex({"HOST_GS_BASE": 1 << 47}),
@@ -222,6 +224,8 @@ EXAMPLES: dict[str, Example] = {
     "guest.bndcfgs": ex(lambda s: entry(s, 1 << 16) | {"GUEST_BNDCFGS": 4}, caps=EVERY),
     "guest.rtit_ctl":
         ex(lambda s: entry(s, 1 << 18) | {"GUEST_IA32_RTIT_CTL": 1 << 63}, caps=EVERY),
+    "guest.fred": ex(lambda s: entry(s, 1 << 23) | {"GUEST_IA32_FRED_CONFIG": 1 << 2},
+                     caps=EVERY),
     "guest.uinv": ex(lambda s: entry(s, 1 << 19) | {"GUEST_UINV": 0x100}, caps=EVERY),
     "guest.pkrs": ex(lambda s: entry(s, 1 << 22) | {"GUEST_IA32_PKRS": 1 << 32}, caps=EVERY),
     "guest.lbr_ctl":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from vmxsim_client import cli
 from vmxsim_client.traces import write_jsonl
 from vmxsim_server.vmx.mixes import load_mix, synthesize
+from vmxsim_server.vmx.profiles import load_profile
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
@@ -84,3 +86,24 @@ def test_model_project_rejects_bad_options_in_one_line(capsys: pytest.CaptureFix
     assert cli.main(["model", "project", "--exits", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("vmxsim: error:") for line in err)
+
+
+def test_model_project_takes_a_what_if_profile_for_a_role(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the seed's 32-bit guest: KVM L1 loads no user-return MSRs (docs/model.md)
+    shipped = Path(load_profile("kvm").path)
+    text = (resources.files("vmxsim_server.vmx") / "profiles" / shipped.name).read_text()
+    kept = [
+        line
+        for line in text.splitlines()
+        if "kvm_set_shared_msr: user-return" not in line and "kvm_on_user_return" not in line
+    ]
+    (tmp_path / "kvm.toml").write_text("\n".join(kept) + "\n")
+    argv = ["model", "project", "--modes", "nested", "--exits", "2000", "--json"]
+    base = run_json(capsys, *argv)["projections"][0]
+    what_if = run_json(capsys, *argv, "--profile", f"kvm={tmp_path / 'kvm.toml'}")["projections"][0]
+    assert what_if["cost_kvm"] < base["cost_kvm"]
+    assert what_if["cost_legacy"] == base["cost_legacy"]
+    assert cli.main(["model", "project", "--profile", "kvm"]) == 2
+    assert "ROLE=PROFILE" in capsys.readouterr().err

@@ -279,7 +279,7 @@ def test_counts_at_their_limit_run_on_without_overflow(hostile: Hostile) -> None
     """Item 5: totals at the largest allowed count restore, run another batch and answer."""
     doc = _snapshot_doc(hostile)
     doc["engine"]["totals"]["exits"] = snapshots.COUNTER_MAX
-    doc["vcpu"]["injected_exits"] = snapshots.COUNTER_MAX
+    doc["vcpu"]["injected_exits"] = 0  # injected exits count in the engine's totals
     restored = hostile.stub.Restore(
         pb.RestoreRequest(data=snapshots.pack(doc)), metadata=hostile.md("alice")
     ).vcpu
@@ -288,9 +288,22 @@ def test_counts_at_their_limit_run_on_without_overflow(hostile: Hostile) -> None
     stats = hostile.stub.GetStats(
         pb.GetStatsRequest(vcpu_id=restored.vcpu_id), metadata=hostile.md("alice")
     )
-    assert stats.summary.exits == snapshots.COUNTER_MAX + 10
+    # the summary counts the injected exits too: 2 * (2**62-1) + 10 still fits uint64
+    assert stats.summary.exits == 2 * snapshots.COUNTER_MAX + 10
     listed = hostile.stub.ListVcpus(pb.ListVcpusRequest(), metadata=hostile.md("alice")).vcpus
     assert restored.vcpu_id in [v.vcpu_id for v in listed]
+    hostile.unharmed()
+
+
+def test_injected_and_engine_exits_past_the_counter_limit_are_refused(hostile: Hostile) -> None:
+    """Item 5 with one exit counter: injected exits join the engine's totals on restore, so
+    their sum is bounded too."""
+    doc = _snapshot_doc(hostile)
+    doc["engine"]["totals"]["exits"] = snapshots.COUNTER_MAX
+    doc["vcpu"]["injected_exits"] = 1
+    request = pb.RestoreRequest(data=snapshots.pack(doc))
+    error = rpc_error(hostile.stub.Restore, request, metadata=hostile.md("alice"))
+    assert error.code() == Code.INVALID_ARGUMENT and "injected_exits" in error.details()
     hostile.unharmed()
 
 

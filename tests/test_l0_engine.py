@@ -204,3 +204,12 @@ def test_array_columns_are_range_checked(column: str, values: object, bad: str) 
     setattr(batch, column, values)
     with pytest.raises(InvalidArgument, match=f"{column} value {bad} is outside"):
         _engine("kvm", "native").run_batch(batch)
+
+
+def test_a_batch_of_many_distinct_reasons_is_walked_exactly() -> None:
+    reasons = [r % 700 for r in range(3000)]  # 700 reasons: more than the pair table takes
+    records = [ExitRecord(reason=r) for r in reasons]
+    engine = _engine("kvm", "nested")
+    stats = engine.run_batch(ExitBatch(reasons), per_exit=True)
+    ref = run_reference(load_profile("kvm"), LatencyModel("nested"), records)
+    assert stats.counters == ref.counters and stats.per_exit_vmread == ref.per_exit_vmread

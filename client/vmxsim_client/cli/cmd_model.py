@@ -22,6 +22,7 @@ from vmxsim_server.vmx.latency import MODES, LatencyModel
 from vmxsim_server.vmx.mixes import available_mixes, load_mix
 from vmxsim_server.vmx.profiles import DEFAULT_L0, available_profiles, load_profile
 from vmxsim_server.vmx.projection import (
+    HAXM_PROFILES,
     SEED_HAXM_SECONDS,
     SEED_KVM_SECONDS,
     SEED_PROFILES,
@@ -31,6 +32,7 @@ from vmxsim_server.vmx.projection import (
     mix_stats,
     priced_mix,
     project,
+    seed_roles,
 )
 from vmxsim_server.vmx.records import ExitBatch
 from vmxsim_server.vmx.sensitivity import sensitivity
@@ -129,11 +131,24 @@ def _check(args: argparse.Namespace) -> list[str]:
     return modes
 
 
-def _cmd_all_mixes(args: argparse.Namespace) -> int:
+def _roles(args: argparse.Namespace) -> dict[str, str]:
+    """``--profile ROLE=NAME_OR_PATH`` options as a role map, checked."""
+    found: dict[str, str] = {}
+    for item in args.profile or []:
+        role, sep, name = str(item).partition("=")
+        if not sep or role not in SEED_PROFILES or not name:
+            raise CliError(f"--profile {item!r}: expected ROLE=PROFILE with ROLE one of "
+                           f"{', '.join(SEED_PROFILES)}")  # fmt: skip
+        load_profile(name)  # a bad name or file is reported here, in one line
+        found[role] = name
+    return found
+
+
+def _cmd_all_mixes(args: argparse.Namespace, roles: dict[str, str]) -> int:
     rows: list[dict[str, Any]] = []
     for name in available_mixes():
-        priced = priced_mix(load_mix(name))
-        steps = decompose(priced.mix, "nested", args.exits, args.l0 or DEFAULT_L0)
+        priced = priced_mix(load_mix(name), [seed_roles(roles)[r] for r in HAXM_PROFILES])
+        steps = decompose(priced.mix, "nested", args.exits, args.l0 or DEFAULT_L0, None, roles)
         before, full = steps[0][1], steps[-1][1]
         rows.append({
             "mix": name,
@@ -156,23 +171,25 @@ def _cmd_all_mixes(args: argparse.Namespace) -> int:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     modes = _check(args)
+    roles = _roles(args)
     if args.mix == "all":
-        return _cmd_all_mixes(args)
-    priced = priced_mix(load_mix(args.mix))
+        return _cmd_all_mixes(args, roles)
+    priced = priced_mix(load_mix(args.mix), [seed_roles(roles)[r] for r in HAXM_PROFILES])
     results: list[Projection] = []
     counts: list[dict[str, Any]] = []
     for mode in modes:
         l0 = args.l0 if mode != "native" else None
-        stats = mix_stats([*SEED_PROFILES, "kvm-modern"], mode, priced.mix, args.exits, None, l0)
+        profiles = seed_roles(roles) | {"kvm-modern": "kvm-modern"}
+        stats = mix_stats(profiles, mode, priced.mix, args.exits, None, l0)
         results.append(
             project({n: s.simulated_seconds / max(s.exits, 1) for n, s in stats.items()}, mode)
         )
         if mode == "nested" or not counts:
             counts = [_per_exit_row(name, s) for name, s in stats.items()]
     l0_name = args.l0 or DEFAULT_L0
-    terms = decompose(priced.mix, "nested", args.exits, l0_name)
+    terms = decompose(priced.mix, "nested", args.exits, l0_name, None, roles)
     sens = (
-        sensitivity(priced.mix, "nested", min(args.exits, 5000), l0_name)
+        sensitivity(priced.mix, "nested", min(args.exits, 5000), l0_name, roles)
         if args.sensitivity
         else None
     )
@@ -240,6 +257,13 @@ def register(sub: Any) -> None:
     )
     j.add_argument("--modes", default="native,nested,nested-shadow")
     j.add_argument("--exits", type=int, default=20_000, help="length of the synthetic sequence")
+    j.add_argument(
+        "--profile",
+        action="append",
+        metavar="ROLE=PROFILE",
+        help=f"replace a role's profile ({', '.join(SEED_PROFILES)}) by a name or .toml "
+        "path, for what-ifs (repeatable)",
+    )
     j.add_argument(
         "--sensitivity",
         action="store_true",

@@ -28,6 +28,8 @@ __all__ = ["plan_indices"]
 
 _WALK_BELOW = 64
 """Segments this short are walked exit by exit (a check costs more than it saves)."""
+_MAX_REASONS = 256
+"""More distinct reasons in one segment than this (k*k pair codes) and it is walked instead."""
 
 
 def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any], seen: set[int]) -> Row:
@@ -50,6 +52,8 @@ def _definite(table: PlanTable, row: Row, reasons: Any) -> Any | None:
     top = int(reasons.max()) + 1
     present = np.flatnonzero(np.bincount(reasons, minlength=top))
     k = len(present)
+    if k > _MAX_REASONS:
+        return None  # the pair table would outgrow the segment: walk it
     lookup = np.zeros(top, dtype=np.intp)
     lookup[present] = np.arange(k, dtype=np.intp)
     compact = lookup[reasons]

@@ -114,8 +114,14 @@ class LatencyParameters:
         return LatencyParameters(params, self.handler_us, self.path)
 
 
+_BUNDLED: list[LatencyParameters] = []
+
+
 def load_parameters(path: str | Path | None = None) -> LatencyParameters:
-    """Load and validate a latency parameter file (default: the bundled ``latency.toml``)."""
+    """Load and validate a latency parameter file (default: the bundled ``latency.toml``, read
+    once: the object is shared, so models built from it share compiled plans)."""
+    if path is None and _BUNDLED:
+        return _BUNDLED[0]
     if path is None:
         text = resources.files(__package__).joinpath("latency.toml").read_text()
         where = "latency.toml"
@@ -147,7 +153,10 @@ def load_parameters(path: str | Path | None = None) -> LatencyParameters:
         if reason is None:
             raise ProfileError(where, f"handler_us.{name}", "unknown exit reason")
         handler_us[reason.number] = parse_parameter(where, f"handler_us.{name}", raw)
-    return LatencyParameters(params, handler_us, where)
+    loaded = LatencyParameters(params, handler_us, where)
+    if path is None:
+        _BUNDLED.append(loaded)
+    return loaded
 
 
 class LatencyModel:

@@ -216,14 +216,15 @@ class PlanTable:
     append-only and immutable, so readers need none).
     """
 
-    _SHARED: ClassVar[OrderedDict[tuple[int, int, int], tuple[object, ...]]] = OrderedDict()
+    _SHARED: ClassVar[OrderedDict[tuple[object, ...], tuple[object, ...]]] = OrderedDict()
     _SHARED_MAX: ClassVar[int] = 64
     _SHARED_LOCK: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def shared(cls, profile: Profile, latency: LatencyModel, l0: L0Model | None) -> PlanTable:
-        """The table of these three objects (an LRU of the last 64 combinations)."""
-        key = (id(profile), id(latency), id(l0))
+        """The table of this profile, L0 model and latency configuration (mode and parameter
+        objects: two models built alike share it); an LRU of the last 64 combinations."""
+        key = (id(profile), latency.mode, id(latency.parameters), id(l0))
         with cls._SHARED_LOCK:
             found = cls._SHARED.get(key)
             if found is not None:  # the entry holds the objects, so their ids are not reused
@@ -232,7 +233,7 @@ class PlanTable:
                 assert isinstance(table, PlanTable)
                 return table
             table = cls(profile, latency, l0)
-            cls._SHARED[key] = (profile, latency, l0, table)
+            cls._SHARED[key] = (profile, latency.parameters, l0, table)
             while len(cls._SHARED) > cls._SHARED_MAX:
                 cls._SHARED.popitem(last=False)
             return table

@@ -23,10 +23,11 @@ so a reader sees what each term adds to the ratio and to "HAXM (after)".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .engine import BatchStats, Engine
+from .exceptions import InvalidArgument
 from .l0 import L0Model, load_l0
 from .l1_instructions import VMX_OPS
 from .latency import LatencyModel, LatencyParameters, load_parameters
@@ -50,6 +51,7 @@ __all__ = [
     "mix_stats",
     "priced_mix",
     "project",
+    "seed_roles",
 ]
 
 SEED_KVM_SECONDS = 45.4
@@ -77,7 +79,7 @@ class Priced:
     """Share (0..1) of the original mix per dropped reason."""
 
 
-def priced_mix(mix: Mix, profiles: tuple[str, ...] = HAXM_PROFILES) -> Priced:
+def priced_mix(mix: Mix, profiles: Sequence[str] = HAXM_PROFILES) -> Priced:
     """The mix without reasons whose handler panics in any of ``profiles``."""
     total = sum(mix.weights.values())
     panics = {
@@ -89,22 +91,33 @@ def priced_mix(mix: Mix, profiles: tuple[str, ...] = HAXM_PROFILES) -> Priced:
     return Priced(replace(mix, weights=kept), {r: mix.weights[r] / total for r in sorted(panics)})
 
 
+Profiles = Sequence[str] | Mapping[str, str]
+"""Profile names (or paths); a mapping gives each result key (a role, ``kvm``...) its profile."""
+
+
+def _named(profiles: Profiles) -> dict[str, str]:
+    return dict(profiles) if isinstance(profiles, Mapping) else {n: n for n in profiles}
+
+
 def mix_stats(
-    profiles: list[str] | tuple[str, ...],
+    profiles: Profiles,
     mode: str,
     mix: Mix,
     exits: int = 20_000,
     parameters: LatencyParameters | None = None,
     l0: str | L0Model | None = None,
 ) -> dict[str, BatchStats]:
-    """Each profile's stats on the same seeded sequence of the mix (seed 0)."""
+    """Each profile's stats on the same seeded sequence of the mix (seed 0), by name or role."""
     batch = ExitBatch.from_records(synthesize(mix, exits, seed=0))
     model = LatencyModel(mode, parameters, l0 if mode != "native" else None)
-    return {name: Engine(Vcpu(), load_profile(name), model).run_batch(batch) for name in profiles}
+    return {
+        key: Engine(Vcpu(), load_profile(name), model).run_batch(batch)
+        for key, name in _named(profiles).items()
+    }
 
 
 def exit_costs(
-    profiles: list[str] | tuple[str, ...],
+    profiles: Profiles,
     mode: str,
     mix: Mix,
     exits: int = 20_000,
@@ -159,6 +172,16 @@ def project(costs: dict[str, float], mode: str) -> Projection:
         fitted_guest_seconds=guest,
         after_fitted=guest + exits * cache if guest >= 0 else None,
     )
+
+
+def seed_roles(roles: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The profile of each role of the projection: the shipped ones, unless ``roles`` says."""
+    found = {role: role for role in SEED_PROFILES}
+    for role, name in (roles or {}).items():
+        if role not in found:
+            raise InvalidArgument(f"unknown role {role!r} (one of {', '.join(SEED_PROFILES)})")
+        found[role] = name
+    return found
 
 
 # --- the terms of the nested model -------------------------------------------------------------
@@ -255,13 +278,15 @@ def decompose(
     exits: int = 20_000,
     l0: str = DEFAULT_L0,
     parameters: LatencyParameters | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> list[tuple[Step, Projection]]:
-    """Project the seed at each cumulative step of ``TERMS`` (mix already restricted)."""
+    """Project the seed at each cumulative step of ``TERMS`` (mix already restricted); ``roles``
+    replaces the profile of a role (``kvm``, ``haxm-legacy``, ``haxm-cache``) by another."""
     base_model = load_l0(l0)
     base_params = parameters if parameters is not None else load_parameters()
     found = []
     for step in TERMS:
         model, params = step.build(base_model, base_params)
-        costs = exit_costs(SEED_PROFILES, mode, mix, exits, params, model)
+        costs = exit_costs(seed_roles(roles), mode, mix, exits, params, model)
         found.append((step, project(costs, mode)))
     return found

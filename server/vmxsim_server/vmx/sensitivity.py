@@ -14,7 +14,7 @@ L0 model's prices by their dotted names (``base.nested_l2_exit_cycles``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .exit_reasons import BY_NUMBER
@@ -23,7 +23,7 @@ from .latency import LatencyParameters, load_parameters
 from .mixes import Mix
 from .parameters import Parameter
 from .profiles import DEFAULT_L0
-from .projection import SEED_HAXM_SECONDS, SEED_KVM_SECONDS, SEED_PROFILES, exit_costs
+from .projection import SEED_HAXM_SECONDS, SEED_KVM_SECONDS, exit_costs, seed_roles
 
 __all__ = ["Sensitivity", "sensitivity"]
 
@@ -96,7 +96,11 @@ def _apply(
 
 
 def sensitivity(
-    mix: Mix, mode: str = "nested", exits: int = 5_000, l0: str = DEFAULT_L0
+    mix: Mix,
+    mode: str = "nested",
+    exits: int = 5_000,
+    l0: str = DEFAULT_L0,
+    roles: Mapping[str, str] | None = None,
 ) -> list[Sensitivity]:
     """Every parameter's effect on the HAXM/KVM ratio and on HAXM (after), one at a time."""
     goal = SEED_HAXM_SECONDS / SEED_KVM_SECONDS
@@ -106,7 +110,7 @@ def sensitivity(
         costs = []
         for value in (0.0, 1.0):
             p, m = _apply(parameters, model, setter, value)
-            costs.append(exit_costs(SEED_PROFILES, mode, mix, exits, p, m))
+            costs.append(exit_costs(seed_roles(roles), mode, mix, exits, p, m))
         a_k, b_k = _line(costs[0], costs[1], "kvm")
         a_h, b_h = _line(costs[0], costs[1], "haxm-legacy")
         a_c, b_c = _line(costs[0], costs[1], "haxm-cache")

@@ -487,12 +487,15 @@ def _load_l0(r: _Reader, raw: dict[str, Any], path: str, totals: BatchStats) -> 
     totals.l0_by_cause.update(
         _counts_by_name(r, r.member(raw, "by_cause", path), f"{path}.by_cause")
     )
-    totals.l0_hist.update(dict(r.pairs(r.member(raw, "hist", path), f"{path}.hist")))
+    hist = r.pairs(r.member(raw, "hist", path), f"{path}.hist", COUNTER_MAX, COUNTER_MAX)
+    totals.l0_hist.update(dict(hist))
     totals.l0_seconds = r.number(r.member(raw, "seconds", path), f"{path}.seconds")
     rebuilds = r.member(raw, "vmcs02_rebuilds", path)
     totals.vmcs02_rebuilds = r.count(rebuilds, f"{path}.vmcs02_rebuilds")
-    totals.panics.update(dict(r.pairs(r.member(raw, "panics", path), f"{path}.panics")))
-    for reason, l0_exits in r.pairs(r.member(raw, "by_reason", path), f"{path}.by_reason"):
+    panics = r.pairs(r.member(raw, "panics", path), f"{path}.panics", 0xFFFF, COUNTER_MAX)
+    totals.panics.update(dict(panics))
+    by_reason = r.pairs(r.member(raw, "by_reason", path), f"{path}.by_reason", 0xFFFF, COUNTER_MAX)
+    for reason, l0_exits in by_reason:
         if reason in totals.by_reason:
             totals.by_reason[reason].l0_exits = l0_exits
 
@@ -538,6 +541,9 @@ def load(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Snapshot:
             r.mask(r.member(cache, "asserted", "engine.cache"), "engine.cache.asserted"),
             r.flag(r.member(cache, "user_exit", "engine.cache"), "engine.cache.user_exit"),
         )
+        # injected exits count in the engine's totals on restore (one exit counter)
+        if snapshot.totals.exits + snapshot.injected_exits > COUNTER_MAX:
+            raise r.fail("vcpu.injected_exits", f"with engine.totals.exits exceeds {COUNTER_MAX}")
     limit = snapshot.capabilities.physical_address_limit
     for address, _ in snapshot.words:
         if address % 4 or address + 4 > limit:

@@ -96,6 +96,8 @@ EXIT_SAVE_PERF_GLOBAL_CTRL = 1 << 30
 EXIT_ACTIVATE_SECONDARY = 1 << 31
 
 # Secondary VM-exit controls (SDM table 25-14)
+EXIT2_SAVE_FRED = 1 << 0
+EXIT2_LOAD_FRED = 1 << 1
 EXIT2_PREMATURELY_BUSY_SHADOW_STACK = 1 << 3
 
 # VM-entry controls (SDM table 25-15)
@@ -113,6 +115,7 @@ ENTRY_LOAD_UINV = 1 << 19
 ENTRY_LOAD_CET_STATE = 1 << 20
 ENTRY_LOAD_LBR_CTL = 1 << 21
 ENTRY_LOAD_PKRS = 1 << 22
+ENTRY_LOAD_FRED = 1 << 23
 
 # Control and flag registers
 CR0_PE, CR0_NE, CR0_WP, CR0_CD, CR0_NW, CR0_PG = 1, 1 << 5, 1 << 16, 1 << 30, 1 << 29, 1 << 31
@@ -245,3 +248,29 @@ def _row(
 def rows_for(stage: Stage) -> Callable[..., Check]:
     """A row constructor for one stage: ``row(id, section, "FIELD ...", holds, explain)``."""
     return partial(_row, stage)
+
+
+FRED_CONFIG_RESERVED = 1 << 11 | 3 << 4 | 1 << 2  # IA32_FRED_CONFIG bits 11, 5:4, 2 (FRED spec)
+
+
+def fred_problem(prefix: str, v: Values, c: Capabilities) -> str | None:
+    """What is wrong with the FRED MSR fields of the guest or host area (``prefix`` GUEST/HOST):
+    IA32_FRED_CONFIG reserved bits and a non-canonical page, RSP1-3 not 64-byte aligned or not
+    canonical, SSP1-3 not 8-byte aligned or not canonical (Intel FRED specification, the
+    VM-entry checks KVM's FRED patches to nested_vmx_check_{host,guest}_state implement)."""
+    config = v(f"{prefix}_IA32_FRED_CONFIG")
+    if config & FRED_CONFIG_RESERVED or not canonical(config & ~0xFFF, c):
+        return f"{prefix}_IA32_FRED_CONFIG = {config:#x} sets reserved bits or is not canonical"
+    for level in (1, 2, 3):
+        rsp, ssp = v(f"{prefix}_IA32_FRED_RSP{level}"), v(f"{prefix}_IA32_FRED_SSP{level}")
+        if rsp & 0x3F or not canonical(rsp, c):
+            return f"{prefix}_IA32_FRED_RSP{level} = {rsp:#x} is not 64-byte aligned and canonical"
+        if ssp & 7 or not canonical(ssp, c):
+            return f"{prefix}_IA32_FRED_SSP{level} = {ssp:#x} is not 8-byte aligned and canonical"
+    return None
+
+
+def fred_fields(prefix: str) -> tuple[str, ...]:
+    """The FRED MSR fields the FRED checks read (``fred_problem``)."""
+    levels = [f"{prefix}_IA32_FRED_{kind}{n}" for kind in ("RSP", "SSP") for n in (1, 2, 3)]
+    return (f"{prefix}_IA32_FRED_CONFIG", *levels)

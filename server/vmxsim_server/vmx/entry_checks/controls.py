@@ -142,6 +142,8 @@ def _type_ok(info: int, c: Capabilities) -> bool:
 
 
 def _length_ok(v: Values, c: Capabilities) -> bool:
+    # Bochs (cpu/vmx.cc VMenterLoadCheckVmControls) refuses length 0 whatever IA32_VMX_MISC
+    # says; the SDM allows it when bit 30 is set, as KVM's nested_check_vm_entry_controls does.
     info = _event(v)
     if _event_type(info) not in (SOFTWARE_INTERRUPT, PRIVILEGED_SOFTWARE_EXCEPTION,
                                  SOFTWARE_EXCEPTION):  # fmt: skip

@@ -17,6 +17,7 @@ from .bits import (
     ENTRY_LOAD_CET_STATE,
     ENTRY_LOAD_DEBUG_CONTROLS,
     ENTRY_LOAD_EFER,
+    ENTRY_LOAD_FRED,
     ENTRY_LOAD_LBR_CTL,
     ENTRY_LOAD_PAT,
     ENTRY_LOAD_PERF_GLOBAL_CTRL,
@@ -25,6 +26,8 @@ from .bits import (
     ENTRY_LOAD_UINV,
     canonical,
     entry_controls,
+    fred_fields,
+    fred_problem,
     ia32e_guest,
     per_name,
     physical_ok,
@@ -127,6 +130,10 @@ GUEST_REGISTER_CHECKS = (
          lambda v, c: not _loads(v, ENTRY_LOAD_RTIT_CTL)
          or v("GUEST_IA32_RTIT_CTL") & ~c.rtit_ctl_valid == 0,
          "guest IA32_RTIT_CTL {GUEST_IA32_RTIT_CTL:#x} sets reserved bits"),
+    _row("guest.fred", "27.3.1.1", ("VM_ENTRY_CONTROLS", *fred_fields("GUEST")),
+         lambda v, c: not (ia32e_guest(v) and _loads(v, ENTRY_LOAD_FRED))
+         or fred_problem("GUEST", v, c) is None,
+         lambda v, c: f"guest FRED state: {fred_problem('GUEST', v, c)}"),
     _row("guest.uinv", "27.3.1.1", "VM_ENTRY_CONTROLS GUEST_UINV",
          lambda v, c: not _loads(v, ENTRY_LOAD_UINV) or v("GUEST_UINV") >> 8 == 0,
          "guest UINV {GUEST_UINV:#x} sets bits 15:8"),

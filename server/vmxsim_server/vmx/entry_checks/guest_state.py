@@ -157,6 +157,8 @@ GUEST_STATE_CHECKS = (
     _row("guest.activity.range", "27.3.1.5", "GUEST_ACTIVITY_STATE",
          lambda v, c: v("GUEST_ACTIVITY_STATE") <= WAIT_FOR_SIPI,
          "guest activity state {GUEST_ACTIVITY_STATE} is not 0-3"),
+    # KVM's nested_check_guest_non_reg_state accepts active, HLT and wait-for-SIPI only (its
+    # IA32_VMX_MISC offers no shutdown state); vmxsim asks IA32_VMX_MISC[8:6], as the SDM says.
     _row("guest.activity.supported", "27.3.1.5", "GUEST_ACTIVITY_STATE",
          lambda v, c: not ACTIVE < v("GUEST_ACTIVITY_STATE") <= WAIT_FOR_SIPI
          or bool(c.activity_states >> (v("GUEST_ACTIVITY_STATE") - 1) & 1),

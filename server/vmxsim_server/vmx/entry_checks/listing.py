@@ -30,9 +30,9 @@ LEFT_OUT: tuple[tuple[str, str], ...] = (
     ("27.2.1.1", "The supervisor shadow-stack bit of the EPTP (bit 7) is reserved, as in KVM's "
                  "nested_vmx_check_eptp; the PASID-translation and instruction-timeout controls "
                  "have no entry check of their own in vmxsim."),
-    ("27.2.2, 27.3.1.1", "Linear-address masking (LAM) bits of CR3 and FRED state (IA32_FRED_* "
-                         "fields, CR4.FRED, injected-event data): the fields exist (Appendix B) "
-                         "but their entry checks are not rows yet."),
+    ("27.2.2, 27.3.1.1", "Linear-address masking (LAM) bits of CR3, CR4.FRED and the FRED rules "
+                         "for event injection (injected-event data, nested exceptions): not rows "
+                         "yet; the FRED MSR fields are (host.fred, guest.fred)."),
     ("27.3.1.6", "PDPTEs in memory are checked on every entry to a PAE guest without EPT (the "
                  "SDM allows skipping them when CR3 is unchanged; vmxsim always checks)."),
     ("27.4", "An MSR-load entry whose value WRMSR would refuse (#GP) or that a processor refuses "
