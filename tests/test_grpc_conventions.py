@@ -222,11 +222,11 @@ def test_the_client_exposes_the_error_details(service_server: BackgroundServer) 
         with pytest.raises(NotFoundError) as missing:
             client.get_vcpu("vcpu-515151")
         with pytest.raises(InvalidArgumentError) as invalid:
-            client.create_vcpu(profile="kvmm")
+            client.create_vm(maxphyaddr=99)  # the server's check (profiles the client checks)
     assert missing.value.reason == "VCPU_NOT_FOUND" and missing.value.domain == "vmxsim.v1"
     assert missing.value.resource == ("vcpu", "vcpu-515151")
     assert invalid.value.reason == "INVALID_ARGUMENT"
-    assert [field for field, _ in invalid.value.field_violations] == ["profile"]
+    assert [field for field, _ in invalid.value.field_violations] == ["maxphyaddr"]
     with serving(max_vcpus=1) as (server, _), Client(server.address, timeout=5) as client:
         client.create_vcpu()
         with pytest.raises(ResourceExhaustedError) as full:

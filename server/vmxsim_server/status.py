@@ -184,9 +184,6 @@ async def _parsed_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 async def _abort(exc: Exception, method: str, context: aio.ServicerContext[Any, Any]) -> None:
-    if context.cancelled():  # the client went away (its request stream ended with it): no answer
-        log.info("rpc %s cancelled by the client", method, extra={"method": method})
-        return
     status = rich_status(exc)
     code, message = status_of(exc)
     if code is grpc.StatusCode.INTERNAL:
