@@ -27,7 +27,16 @@ QUICK: dict[str, list[str]] = {
     # the --quick arguments of each benchmark (full size: none); run in this order
     "bench_engine": ["--exits", "30000", "--runs", "1"],
     "bench_metrics": ["--exits", "50000", "--runs", "1"],
-    "bench_readers": ["--lines", "100000", "--repeat", "1"],
+    "bench_readers": [
+        "--exits",
+        "100000",
+        "--repeat",
+        "1",
+        "--era",
+        "trace-cmd",
+        "--era",
+        "5.16-ftrace",
+    ],
     "bench_remote": ["--exits", "50000"],
     "bench_replay_rss": ["--sizes", "100000"],
     "bench_grpc_ceiling": ["--exits", "100000"],

@@ -85,7 +85,7 @@ def test_vcpu_create_list_show_delete(
     assert status == 0 and "haxm-legacy" in out and "revision_id" in out
     assert run(["vcpu", "delete", created["vcpu_id"], *remote], capsys)[0] == 0
     status, _, err = run(["vcpu", "show", created["vcpu_id"], *remote], capsys)
-    assert status == 1 and err.startswith("vmxsim: error: NOT_FOUND: ") and err.count("\n") == 1
+    assert status == 3 and err.startswith("vmxsim: error: NOT_FOUND: ") and err.count("\n") == 1
 
 
 def test_vcpu_commands_without_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,7 +104,7 @@ def test_server_comes_from_the_environment(
 
 def test_an_unreachable_server_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(["vcpu", "list", "--server", "127.0.0.1:1", "--timeout", "2"], capsys)
-    assert status == 1 and err.startswith("vmxsim: error: UNAVAILABLE: ")
+    assert status == 6 and err.startswith("vmxsim: error: UNAVAILABLE: ")
     assert err.count("\n") == 1
 
 

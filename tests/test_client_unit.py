@@ -28,6 +28,7 @@ from vmxsim_client.rpc_errors import (
 )
 from vmxsim_client.traces import open_trace
 from vmxsim_client.wire import StatsAccumulator, exit_batches, mode_from_pb, mode_to_pb
+from vmxsim_server.translate import exit_batch
 from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 
 # --- instructions ----------------------------------------------------------------------------
@@ -137,8 +138,10 @@ def test_timestamps_are_sent_when_any_exit_has_one() -> None:
 def test_trace_readers_and_column_batches_are_sources_too() -> None:
     text = '{"reason": "CPUID", "rip": 4096, "insn_len": 2}\n{"reason": 30}\n'
     reader = open_trace(io.BytesIO(text.encode()), format="jsonl")
-    (batch,) = exit_batches(reader, size=100)
-    assert list(batch.reason) == [10, 30] and list(batch.rip) == [4096, 0]
+    (batch,) = exit_batches(reader, size=100)  # array columns: sent as *_packed bytes
+    assert batch.reason_packed and not batch.reason
+    received = exit_batch(batch, max_exits=100)  # as the server reads it
+    assert list(received.reason) == [10, 30] and list(received.rip) == [4096, 0]
     columns = ExitBatch.from_records(RECORDS)
     (sent,) = exit_batches([columns], size=1)  # a column batch is sent whole
     assert list(sent.reason) == [10, 48, 12]

@@ -208,11 +208,14 @@ def test_exit_batch_has_one_packed_column_per_exit_record_field() -> None:
     record = vmxsim_pb2.ExitRecord.DESCRIPTOR
     batch = vmxsim_pb2.ExitBatch.DESCRIPTOR
     columns = {f.name: f for f in batch.fields if f.name != "sequence"}
-    assert list(columns) == [f.name for f in record.fields]
+    names = [f.name for f in record.fields]
+    assert list(columns) == names + [f"{name}_packed" for name in names]
     for field in record.fields:
         assert columns[field.name].is_repeated, field.name
         assert columns[field.name].type == field.type, field.name
         assert columns[field.name].is_packed, field.name
+        packed = columns[f"{field.name}_packed"]  # the same column as raw 8-byte values
+        assert packed.type == packed.TYPE_BYTES and not packed.is_repeated, packed.name
 
 
 def test_exit_record_and_capabilities_name_core_members() -> None:

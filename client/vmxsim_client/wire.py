@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
+import sys
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ __all__ = [
     "VcpuInfo",
     "VmInfo",
     "batch_dict",
+    "batch_exits",
     "exit_batches",
     "mode_from_pb",
     "mode_to_pb",
@@ -68,10 +71,26 @@ def mode_from_pb(value: int) -> str:
 # --- exits -> packed columns ---------------------------------------------------------------------
 
 
+def _packed(column: array[Any]) -> bytes:
+    """An 8-byte array column as the wire's little-endian ``*_packed`` bytes (one copy)."""
+    if sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
 def _columns_message(columns: Iterable[Iterable[Any]], sequence: int) -> pb.ExitBatch:
     """A wire batch from the 8 integer columns and the timestamp column (None or an empty
-    column = no stamp)."""
-    cols = [c if isinstance(c, list | tuple) else list(c) for c in columns]
+    column = no stamp). ``array`` columns of 8-byte values (``Q``/``d``, as the trace readers
+    build them) go as ``*_packed`` bytes, one copy each; empty ones are left out."""
+    given: list[Any] = list(columns)
+    if isinstance(given[0], array) and all(
+        (isinstance(c, array) and c.itemsize == 8) or not c for c in given
+    ):
+        names = (*COLUMNS, "timestamp")
+        packed = {f"{name}_packed": _packed(c) for name, c in zip(names, given, strict=False) if c}
+        return pb.ExitBatch(sequence=sequence, **packed)
+    cols = [c if isinstance(c, list | tuple) else list(c) for c in given]
     kwargs: dict[str, Any] = {"sequence": sequence, "reason": cols[0]}
     for name, column in zip(COLUMNS[1:], cols[1:_TIMESTAMP], strict=True):
         if any(column):
@@ -81,6 +100,11 @@ def _columns_message(columns: Iterable[Iterable[Any]], sequence: int) -> pb.Exit
     if stamps and missing != len(stamps):
         kwargs["timestamp"] = [0.0 if t is None else t for t in stamps] if missing else stamps
     return pb.ExitBatch(**kwargs)
+
+
+def batch_exits(message: pb.ExitBatch) -> int:
+    """The number of exits in a wire batch (``reason`` or ``reason_packed``)."""
+    return len(message.reason_packed) // 8 if message.reason_packed else len(message.reason)
 
 
 def exit_batches(source: Any, size: int, first_sequence: int = 1) -> Iterator[pb.ExitBatch]:

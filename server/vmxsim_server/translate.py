@@ -1,12 +1,16 @@
 """Protobuf <-> core translation for the service: VMs, vCPUs, capabilities, exit batches, stats.
 
 Nothing here emulates; every function maps one wire message to a core object or back. Exit
-batches stay packed columns on both sides (``list()`` of a repeated scalar field is one C-level
-copy), so no per-exit Python object is built.
+batches stay packed columns on both sides: a ``*_packed`` bytes column becomes an
+``array.array`` with one copy (``frombytes``), a repeated field a list (one C-level copy); no
+per-exit Python object is built.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from vmxsim.v1 import vmxsim_pb2 as pb
@@ -94,19 +98,42 @@ def vcpu_message(entry: VcpuEntry) -> pb.Vcpu:
 
 def exit_batch(message: pb.ExitBatch, max_exits: int) -> ExitBatch:
     """A wire batch as the core's packed columns; the engine checks the integer columns'
-    lengths and ranges, this checks the batch size and the timestamps."""
-    n = len(message.reason)
+    lengths and ranges, this checks the batch size, the packed columns' shape and the
+    timestamps. A column comes from ``<name>_packed`` when that is set (preferred: one copy),
+    else from the repeated field; both at once is INVALID_ARGUMENT."""
+    packed_reason = message.reason_packed
+    n = len(packed_reason) // 8 if packed_reason else len(message.reason)
     if n > max_exits:
         raise LimitExceeded(
             f"batch {message.sequence} has {n} exits; the limit is {max_exits}",
             quota="max_batch_exits", limit=max_exits,
         )  # fmt: skip
-    if message.timestamp and len(message.timestamp) != n:
+    reason = _column(message, "reason", "Q")
+    columns = {name: _column(message, name, "d" if name == "timestamp" else "Q")
+               for name in _BATCH_COLUMNS}  # fmt: skip
+    stamps = columns["timestamp"]
+    if stamps and len(stamps) != n:
         raise InvalidArgument(
-            f"column timestamp has {len(message.timestamp)} values for {n} exits (give all or none)"
+            f"column timestamp has {len(stamps)} values for {n} exits (give all or none)"
         )
-    columns = {name: list(getattr(message, name)) for name in _BATCH_COLUMNS}
-    return ExitBatch(list(message.reason), sequence=message.sequence, **columns)
+    return ExitBatch(reason, sequence=message.sequence, **columns)
+
+
+def _column(message: pb.ExitBatch, name: str, typecode: str) -> Sequence[Any]:
+    """One column of a wire batch: its packed bytes as an array, else its repeated values."""
+    data: bytes = getattr(message, f"{name}_packed")
+    values = getattr(message, name)
+    if not data:
+        return list(values)
+    if values:
+        raise InvalidArgument(f"column {name} is given twice: as {name} and as {name}_packed")
+    if len(data) % 8:
+        raise InvalidArgument(f"column {name}_packed has {len(data)} bytes; it holds 8-byte values")
+    column = array(typecode)
+    column.frombytes(data)
+    if sys.byteorder == "big":  # the wire is little-endian
+        column.byteswap()
+    return column
 
 
 def _counts(stats: BatchStats) -> pb.InstructionCounts:

@@ -28,9 +28,11 @@ from ..reports.comparison import (
     ratios,
     reason_rows,
 )
+from ..reports.exit_table import ExitTable, print_exit_tables
 from ..reports.progress import Progress
 from .common import (
     add_batch_size_option,
+    add_exit_table_options,
     add_server_options,
     add_trace_options,
     check_batch_size,
@@ -84,6 +86,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[list[Profile], list[Mode]]
 def _compare(args: argparse.Namespace) -> int:
     profiles, modes = grid_from_args(args)
     progress = Progress(enabled=not args.json)
+    tables: dict[tuple[str, str], ExitTable] | None = None  # the HTML report has its own tables
     with client_from_args(args) as client:
         if args.html is not None:
             from ..reports.runs import collect
@@ -94,6 +97,7 @@ def _compare(args: argparse.Namespace) -> int:
             write_report(report, html=args.html)
             runs = report.summaries()
         else:
+            tables = {} if not args.json or args.exit_table else None
             runs = compare(
                 client,
                 args.trace,
@@ -103,12 +107,20 @@ def _compare(args: argparse.Namespace) -> int:
                 strict=args.strict,
                 batch_size=args.batch_size,
                 progress=progress,
+                tables=tables,
             )
     if args.json:
-        emit_json({"trace": args.trace, "runs": runs, "ratios": ratios(runs)})
+        out: list[dict[str, Any]] = [dict(run) for run in runs]
+        if tables:
+            for run in out:
+                run["exit_table"] = tables[run["profile"], run["mode"]].to_json()
+        emit_json({"trace": args.trace, "runs": out, "ratios": ratios(runs)})
     else:
         print(f"trace {args.trace}: {runs[0]['exits']:,} exits\n")
         print_comparison(runs)
+        for (profile, mode), table in (tables or {}).items():
+            print(f"\n=== {profile} / {mode} ===\n")
+            print_exit_tables(table.groups(), args.sort)
     return 0
 
 
@@ -128,6 +140,7 @@ def register(sub: Any) -> None:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     add_grid_options(p)
+    add_exit_table_options(p)
     p.add_argument(
         "--html", metavar="FILE", help="also write an HTML report with charts (needs matplotlib)"
     )

@@ -15,7 +15,14 @@ import tempfile
 from typing import IO, Any
 
 from ..errors import CliError
-from ..traces import FORMATS, TraceParseError, TraceReader, open_trace, write_jsonl
+from ..traces import (
+    FORMATS,
+    TraceParseError,
+    TraceReader,
+    add_limit_options,
+    open_trace,
+    write_jsonl,
+)
 from ..traces.compression import open_output
 
 __all__ = ["register"]
@@ -104,6 +111,7 @@ def register(sub: Any) -> None:
     p.add_argument("output", metavar="OUT", help="JSONL file (.gz/.xz compress), or - for stdout")
     p.add_argument("--format", choices=FORMATS, help="input format (default: detect)")
     p.add_argument("--strict", action="store_true", help="fail on the first malformed line")
+    add_limit_options(p)
     p.add_argument("--seed", type=int, help="perf-kvm-stat: seed of the synthetic sequence")
     p.add_argument("--exits", type=int, help="perf-kvm-stat: number of exits to synthesise")
     p.set_defaults(func=_convert)

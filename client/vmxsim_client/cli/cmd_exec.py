@@ -2,7 +2,9 @@
 
 The whole script is parsed (ops, operand counts, field and exit-reason names, 64-bit ranges)
 before anything is sent; a problem is reported as ``file:line: problem`` with exit status 2.
-Failing instructions are results, not errors: the exit status is 0 unless an RPC fails (1).
+Failing instructions are results, not errors: the exit status is 0 unless an RPC fails (its
+class's status, see ``vmxsim --help``), or, with ``--fail-on-failure``, 1 when any instruction
+answered VMfailInvalid, VMfailValid or a fault (a CI gate).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from ..errors import CliError
 from ..instructions import OPS, Instruction, InstructionResult, usage
+from . import status
 from .common import (
     add_server_options,
     add_vcpu_options,
@@ -23,6 +26,9 @@ from .common import (
 )
 
 __all__ = ["parse_script", "register"]
+
+GATED = frozenset(("VMfailInvalid", "VMfailValid", "fault"))
+"""The results ``--fail-on-failure`` turns into exit status 1."""
 
 MAX_BATCH = 4096
 """Instructions per Execute call (a script longer than this is sent in several calls)."""
@@ -104,6 +110,7 @@ def _exec(args: argparse.Namespace) -> int:
     instructions = [instruction for instruction, _ in script]
     width = len(str(max(listing, default=0)))
     text_width = max((len(shown) for shown in listing.values()), default=0)
+    failed = 0
     with client_from_args(args) as client:
         vcpu = client.vcpu(args.vcpu) if args.vcpu else create_vcpu_from_args(client, args)
         try:
@@ -111,6 +118,7 @@ def _exec(args: argparse.Namespace) -> int:
                 results = vcpu.execute(
                     instructions[start : start + MAX_BATCH], stop_on_failure=args.stop_on_failure
                 )
+                failed += sum(r.result in GATED for r in results)
                 for result in results:
                     if args.json:
                         print(json.dumps(result.to_json()))
@@ -125,7 +133,10 @@ def _exec(args: argparse.Namespace) -> int:
                 vcpu.delete()
     if args.keep and not args.vcpu:
         print(f"vmxsim: kept vCPU {vcpu.id}", file=sys.stderr)
-    return 0
+    if args.fail_on_failure and failed:
+        print(f"vmxsim: {failed} instruction(s) failed (--fail-on-failure)", file=sys.stderr)
+        return status.FAILED
+    return status.OK
 
 
 def register(sub: Any) -> None:
@@ -146,6 +157,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--stop-on-failure", action="store_true", help="stop after the first failing instruction"
+    )
+    p.add_argument(
+        "--fail-on-failure",
+        action="store_true",
+        help="exit with status 1 when any instruction answers VMfailInvalid, VMfailValid or a"
+        " fault",
     )
     add_server_options(p)
     p.set_defaults(func=_exec)

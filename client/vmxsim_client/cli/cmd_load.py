@@ -72,8 +72,9 @@ def _print_report(report: dict[str, Any]) -> None:
         f"{report['exits']:,} exits in {report['batches']:,} batches, {report['seconds']:.2f} s: "
         f"{report['exits_per_second']:,} exits/s\n"
     )
-    latency = report["batch_latency_us"]
-    render_rows([{k: f"{v:,}" for k, v in latency.items()}], list(latency))
+    latency = report["batch_latency_us"]  # HdrHistogram microseconds
+    print("batch round trip:")
+    render_rows([{k: f"{v:,} us" for k, v in latency.items()}], list(latency))
     print()
     rows = [
         {"counted by": side, **{k: f"{v:,}" for k, v in report[side].items()}}

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from ..client import Client
+from ..reports.exit_table import ExitTable, print_exit_tables
 from ..reports.per_exit import MAX_IN_FLIGHT, ExitTap, RecordedComparison
 from ..reports.per_exit_file import OUT_SUFFIXES, PerExitFile, check_out_path
 from ..reports.progress import Progress
@@ -23,6 +24,7 @@ from ..resume import DEFAULT_MAX_UNACKED
 from ..summaries import ReplayProgress
 from .common import (
     add_batch_size_option,
+    add_exit_table_options,
     add_profile_options,
     add_server_options,
     add_trace_options,
@@ -44,10 +46,13 @@ def replay_source(
     progress: Progress,
 ) -> dict[str, Any]:
     """The run summary of ``reader`` through ``args.profile``/``args.mode``; per-exit results
-    go to ``args.out`` and, for a HAXM log, into the summary's ``"recorded"`` key."""
+    go to ``args.out``, for a HAXM log into the summary's ``"recorded"`` key, and into the
+    per-reason exit table (``"exit_table"``, an ``ExitTable`` unless ``--json`` without
+    ``--exit-table``: then the replay needs no per-exit results)."""
     tap = ExitTap(reader)
     recorded = RecordedComparison() if tap.has_recorded else None
-    per_exit = args.out is not None or recorded is not None
+    table = ExitTable() if not args.json or args.exit_table else None
+    per_exit = args.out is not None or recorded is not None or table is not None
     out_file = PerExitFile(args.out) if args.out is not None else None
     source = tap if per_exit else reader  # the tap keeps each batch until it is joined
 
@@ -59,6 +64,8 @@ def replay_source(
                 out_file.write(batch)
             if recorded is not None:
                 recorded.add(batch)
+            if table is not None:
+                table.add(batch)
 
     progress.start(reader)
     with out_file or nullcontext():
@@ -78,6 +85,8 @@ def replay_source(
     out: dict[str, Any] = dict(summary)
     if recorded is not None:
         out["recorded"] = recorded.to_json()
+    if table is not None:
+        out["exit_table"] = table.to_json() if args.json else table
     return out
 
 
@@ -110,7 +119,8 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     else:
-        print_summary(summary)
+        print_summary(summary, by_reason=False)
+        print_exit_tables(summary["exit_table"].groups(), args.sort)
         if "recorded" in summary:
             _print_recorded(summary["recorded"])
     return 0
@@ -132,6 +142,7 @@ def register(sub: Any) -> None:
     add_profile_options(p)
     add_trace_options(p)
     add_batch_size_option(p)
+    add_exit_table_options(p)
     p.add_argument(
         "--out",
         metavar="FILE",

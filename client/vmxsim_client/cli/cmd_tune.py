@@ -16,7 +16,7 @@ from vmxsim_server.vmx.profiles import load_profile
 from vmxsim_server.vmx.tune import simulate, simulate_stats, tune
 
 from ..errors import CliError
-from ..traces import FORMATS, TraceParseError, open_trace
+from ..traces import FORMATS, TraceParseError, add_limit_options, open_trace
 from .output import emit_json
 
 __all__ = ["register"]
@@ -128,6 +128,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--format", choices=FORMATS, help="force the trace format")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line")
+    add_limit_options(p)
     p.add_argument(
         "--max-exits", type=int, default=200_000, help="tune on the first N exits (200000)"
     )

@@ -7,6 +7,7 @@ shows what a server would create (useful with ``--json``).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,12 @@ def _print(infos: Sequence[VcpuInfo], as_json: bool, single: bool = False) -> No
 
 @rpc_command
 def _create(args: argparse.Namespace) -> int:
+    if not args.server:
+        print(
+            "vmxsim: warning: no --server: the vCPU lives in this command's own in-process server"
+            " and dies with it (start one with 'vmxsim serve' and pass --server HOST:PORT)",
+            file=sys.stderr,
+        )
     with client_from_args(args) as client:
         vcpu = create_vcpu_from_args(client, args)
         _print([vcpu.info], args.json, single=True)

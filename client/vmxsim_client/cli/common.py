@@ -22,12 +22,15 @@ from ..connection import add_connection_options, client_kwargs
 from ..errors import CliError
 from ..inprocess import connect
 from ..names import Profile, check_profile
+from ..reports.exit_table import SORT_KEYS
 from ..rpc_errors import VmxsimRpcError
-from ..traces import FORMATS
+from ..traces import FORMATS, add_limit_options
+from . import status
 from .output import render_rows
 
 __all__ = [
     "add_batch_size_option",
+    "add_exit_table_options",
     "add_profile_options",
     "add_server_options",
     "add_trace_options",
@@ -42,7 +45,6 @@ __all__ = [
 ]
 
 ENV_SERVER = "VMXSIM_SERVER"
-RPC_ERROR = 1
 
 
 def add_server_options(parser: argparse.ArgumentParser, json_output: bool = True) -> None:
@@ -77,7 +79,8 @@ def client_from_args(args: argparse.Namespace) -> AbstractContextManager[Client]
 
 
 def rpc_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report a failed RPC as one line naming its status code, exit status 1."""
+    """Report a failed RPC as one line naming its status code; the exit status is its class's
+    (status.py)."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -85,7 +88,7 @@ def rpc_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             return func(args)
         except VmxsimRpcError as exc:
             print(f"vmxsim: error: {exc}", file=sys.stderr)
-            return RPC_ERROR
+            return status.for_rpc_code(exc.code)
 
     return run
 
@@ -188,12 +191,28 @@ def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_exit_table_options(parser: argparse.ArgumentParser) -> None:
+    """``--sort`` and ``--exit-table``: the perf-kvm-stat-style per-reason table."""
+    parser.add_argument(
+        "--sort",
+        choices=list(SORT_KEYS),
+        default="samples",
+        help="order of the per-reason table (perf kvm stat report's --key; default samples)",
+    )
+    parser.add_argument(
+        "--exit-table",
+        action="store_true",
+        help='with --json: add the per-reason times (all, by_vm, by_vcpu) as "exit_table"',
+    )
+
+
 def add_trace_options(parser: argparse.ArgumentParser) -> None:
-    """``--format`` and ``--strict`` of a trace argument."""
+    """``--format`` and ``--strict`` of a trace argument, and the readers' limits."""
     parser.add_argument("--format", choices=FORMATS, help="trace format (default: detected)")
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first malformed line (exit 2)"
     )
+    add_limit_options(parser)
 
 
 def warn_skipped(source: Any) -> None:
@@ -215,8 +234,11 @@ def _per_exit(count: int, exits: int) -> str:
     return f"{count / exits:.2f}" if exits else "-"
 
 
-def print_summary(summary: Mapping[str, Any], out: TextIO | None = None) -> None:
-    """A run summary for people: totals, per-exit distributions, then the per-reason table."""
+def print_summary(
+    summary: Mapping[str, Any], out: TextIO | None = None, *, by_reason: bool = True
+) -> None:
+    """A run summary for people: totals, per-exit distributions, then (``by_reason``) the
+    per-reason table."""
     stream = out if out is not None else sys.stdout
     exits = summary["exits"]
     unknown = sum(summary["unknown_reasons"].values())
@@ -251,6 +273,8 @@ def print_summary(summary: Mapping[str, Any], out: TextIO | None = None) -> None
     if summary.get("panics"):
         panics = ", ".join(f"{name} x{n:,}" for name, n in summary["panics"].items())
         stream.write(f"panics (the hypervisor stops the VM; not counted as exits): {panics}\n\n")
+    if not by_reason:
+        return
     reasons = [
         {
             "reason": name,

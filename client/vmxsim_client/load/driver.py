@@ -50,6 +50,8 @@ def _truncated(data: bytes, exits: int) -> bytes:
         if column.is_repeated:
             values = getattr(request.batch, column.name)
             del values[exits:]
+        elif column.name.endswith("_packed"):  # 8 bytes a value (wire.batch_exits)
+            setattr(request.batch, column.name, getattr(request.batch, column.name)[: 8 * exits])
     return request.SerializeToString()
 
 

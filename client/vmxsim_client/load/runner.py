@@ -34,7 +34,7 @@ from vmxsim_server.config import is_loopback
 from ..client import DEFAULT_BATCH_SIZE
 from ..inprocess import connect
 from ..traces import open_trace
-from ..wire import exit_batches
+from ..wire import batch_exits, exit_batches
 from .driver import Payload, drive_group, drive_in_children, new_histogram
 from .sharding import ShardedClient
 
@@ -123,8 +123,9 @@ def load_payload(source: str, batch_size: int) -> Payload:
         payload = []
         exits = 0
         for batch in exit_batches(reader, batch_size):
-            payload.append((pb.DriveRequest(batch=batch).SerializeToString(), len(batch.reason)))
-            exits += len(batch.reason)
+            size = batch_exits(batch)
+            payload.append((pb.DriveRequest(batch=batch).SerializeToString(), size))
+            exits += size
             if exits >= PAYLOAD_EXITS:
                 break
     if not payload:

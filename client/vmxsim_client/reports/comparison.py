@@ -14,7 +14,10 @@ from typing import Any
 
 from ..client import DEFAULT_BATCH_SIZE, Client
 from ..names import Mode, Profile
+from ..resume import DEFAULT_MAX_UNACKED
 from ..summaries import ReplayProgress, RunSummary
+from .exit_table import ExitTable
+from .per_exit import MAX_IN_FLIGHT, ExitTap
 from .progress import Progress
 from .sources import exit_opener
 
@@ -51,25 +54,47 @@ def run_grid(
     *,
     per_exit: bool = False,
     watch: Watch | None = None,
+    tables: dict[tuple[str, str], ExitTable] | None = None,
 ) -> list[RunSummary]:
     """One run summary per profile x mode (profile-major); ``open_exits()`` gives the exits of
-    one run (a fresh reader, or the same in-memory list)."""
+    one run (a fresh reader, or the same in-memory list). With ``tables``, each run's
+    per-reason exit table is folded from its per-exit results into ``tables[profile, mode]``."""
     runs = []
     for profile in profiles:
         for mode in modes:
             with open_exits() as exits:
                 on_progress = watch(profile, mode, exits) if watch is not None else None
+                source = exits
+                if tables is not None:
+                    source = ExitTap(exits)
+                    table = tables[profile, mode] = ExitTable()
+                    on_progress = _folding(source, table, on_progress)
                 runs.append(
                     client.replay(
-                        exits,
+                        source,
                         profile=profile,
                         mode=mode,
                         batch_size=batch_size,
-                        per_exit=per_exit,
+                        per_exit=per_exit or tables is not None,
                         on_progress=on_progress,
+                        max_unacked=MAX_IN_FLIGHT if tables is not None else DEFAULT_MAX_UNACKED,
                     )
                 )
     return runs
+
+
+def _folding(
+    tap: ExitTap, table: ExitTable, then: Callable[[ReplayProgress], None] | None
+) -> Callable[[ReplayProgress], None]:
+    """An ``on_progress`` that folds each acknowledged batch into ``table``, then calls
+    ``then``."""
+
+    def on_progress(message: ReplayProgress) -> None:
+        table.add(tap.join(message))
+        if then is not None:
+            then(message)
+
+    return on_progress
 
 
 def compare(
@@ -84,9 +109,11 @@ def compare(
     progress: Progress | None = None,
     per_exit: bool = False,
     watch: Watch | None = None,
+    tables: dict[tuple[str, str], ExitTable] | None = None,
 ) -> list[RunSummary]:
     """The run summaries of ``spec`` (a trace path, ``-`` or ``mix:NAME[:EXITS[:SEED]]``)
-    through every profile x mode, with a progress bar per run; ``watch`` as in ``run_grid``."""
+    through every profile x mode, with a progress bar per run; ``watch`` and ``tables`` as in
+    ``run_grid``."""
     bar = progress or Progress(enabled=False)
 
     def watch_run(profile: str, mode: str, exits: Any) -> Callable[[ReplayProgress], None]:
@@ -103,8 +130,9 @@ def compare(
     with exit_opener(spec, trace_format, strict) as open_exits:
         try:
             return run_grid(
-                client, open_exits, profiles, modes, batch_size, per_exit=per_exit, watch=watch_run
-            )
+                client, open_exits, profiles, modes, batch_size,
+                per_exit=per_exit, watch=watch_run, tables=tables,
+            )  # fmt: skip
         finally:
             bar.done()
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vmxsim_server.vmx.records import ExitBatch
+from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 from vmxsim_server.vmx.summary import reason_name
 
 __all__ = ["MAX_IN_FLIGHT", "ExitTap", "JoinedBatch", "RecordedComparison"]
@@ -31,32 +31,44 @@ MAX_IN_FLIGHT = 8
 """Batches to let a replay send ahead of their acknowledgement when they are tapped
 (``Client.replay(max_unacked=...)``): enough to keep the server busy."""
 
+_BATCHES_SAY_WHO = "vcpu" in ExitBatch.__dataclass_fields__
+"""Whether the core's batches carry the vCPU/VM columns (then a reader's batches are used as
+they are); otherwise the vCPU is read from the reader's rows."""
+
+_Tapped = tuple[ExitBatch, Sequence[int], Sequence[int]]
+"""A batch with its exits' vCPU and VM columns (empty = not known)."""
+
 Recorded = tuple[int, int, int]
 """A HAXM log's (vmread_ctr, vmwrite_ctr, delta) of one exit."""
 
 
 @dataclass(frozen=True, slots=True)
 class _SentBatch:
-    reason: list[int]
-    rip: list[int]
-    timestamp: list[float]
+    reason: Sequence[int]
+    rip: Sequence[int]
+    timestamp: Sequence[float]
     recorded: list[Recorded] | None
+    vcpu: Sequence[int]
+    vm: Sequence[int]
 
 
 @dataclass(frozen=True, slots=True)
 class JoinedBatch:
     """One acknowledged batch, exit by exit: ``first_index`` is the 0-based index of its first
     exit in the trace; ``timestamp`` is empty when the trace has none; ``recorded`` is None
-    unless the trace is a HAXM log."""
+    unless the trace is a HAXM log; ``vcpu`` and ``vm`` say who made each exit (empty when the
+    trace does not say)."""
 
     first_index: int
-    reason: list[int]
-    rip: list[int]
-    timestamp: list[float]
+    reason: Sequence[int]
+    rip: Sequence[int]
+    timestamp: Sequence[float]
     recorded: list[Recorded] | None
     vmread: Sequence[int]
     vmwrite: Sequence[int]
     seconds: Sequence[float]
+    vcpu: Sequence[int] = ()
+    vm: Sequence[int] = ()
 
     def __len__(self) -> int:
         return len(self.reason)
@@ -107,20 +119,31 @@ class ExitTap:
         """Whether the source is a HAXM log with recorded counters per exit."""
         return isinstance(getattr(self.source, "recorded", None), list)
 
-    def _source_batches(self, size: int) -> Iterator[ExitBatch]:
+    def _source_batches(
+        self, size: int
+    ) -> Iterator[tuple[ExitBatch, Sequence[int], Sequence[int]]]:
+        """The source's batches with each exit's vCPU and VM: a reader's batches when they
+        carry those columns (``ExitBatch.vcpu``/``.vm``), else batches made from its rows (whose
+        last column is the vCPU) or from records (``ExitRecord.vcpu``)."""
         batches = getattr(self.source, "batches", None)
-        if callable(batches):
-            yield from batches(size)
+        rows = getattr(self.source, "rows", None)
+        if callable(batches) and (_BATCHES_SAY_WHO or not callable(rows)):
+            for batch in batches(size):
+                yield batch, getattr(batch, "vcpu", ()), getattr(batch, "vm", ())
             return
-        records = iter(self.source)
+        records = (ExitRecord(*row) for row in rows()) if callable(rows) else iter(self.source)
         while chunk := list(itertools.islice(records, size)):
-            yield ExitBatch.from_records(chunk)
+            batch = ExitBatch.from_records(chunk)
+            if all(r.timestamp is None for r in chunk):
+                batch.timestamp = []  # as a reader's batches: no column when nothing is stamped
+            vcpus = [r.vcpu for r in chunk]
+            yield batch, vcpus if any(vcpus) else (), ()
 
     def batches(self, size: int) -> Iterator[ExitBatch]:
         """The source's batches, each queued for :meth:`join` (runs in gRPC's request thread;
         ``deque.append``/``popleft`` are thread-safe)."""
         recorded = self.source.recorded if self.has_recorded else None
-        for batch in self._source_batches(size):
+        for batch, vcpu, vm in self._source_batches(size):
             taken = None
             if recorded is not None:
                 # the reader appends one entry per exit it yields; take this batch's and drop
@@ -128,7 +151,7 @@ class ExitTap:
                 n = len(batch.reason)
                 taken = recorded[:n]
                 del recorded[:n]
-            self._sent.append(_SentBatch(batch.reason, batch.rip, batch.timestamp, taken))
+            self._sent.append(_SentBatch(batch.reason, batch.rip, batch.timestamp, taken, vcpu, vm))
             yield batch
 
     def join(self, progress: Mapping[str, Any]) -> JoinedBatch:
@@ -146,7 +169,7 @@ class ExitTap:
         first, self._next_index = self._next_index, self._next_index + n
         return JoinedBatch(
             first, sent.reason, sent.rip, sent.timestamp, sent.recorded,
-            vmread, stats["per_exit_vmwrite"], stats["per_exit_seconds"],
+            vmread, stats["per_exit_vmwrite"], stats["per_exit_seconds"], sent.vcpu, sent.vm,
         )  # fmt: skip
 
 

@@ -1,20 +1,26 @@
 """What every trace reader shares: the error type, the counters and the row -> record step.
 
-A reader turns the lines of one trace into exit *rows*, plain tuples in ``ExitRecord`` field
-order (cheap to build in the hot loop); iterating a reader yields ``ExitRecord`` objects made
-from them, and :meth:`TraceReader.batches` hands out the rows as packed columns for the replay
-stream (DESIGN.md "Performance facts": batches of packed columns, never one message per exit).
+A reader turns the lines of one trace into exits. :meth:`TraceReader.batches` hands them out
+as packed columns (``array.array``, the replay stream's shape: DESIGN.md "Performance facts");
+:meth:`TraceReader.rows` as plain tuples in ``ExitRecord`` field order; iterating a reader
+yields ``ExitRecord`` objects.
 
 Malformed input never ends a run unless ``strict=True``: the line is skipped and counted
 (``skipped``), and the first :data:`MAX_ERRORS` problems are kept as :class:`TraceParseError`
-values (``errors``) that name the file and the 1-based line. Exits whose reason is not in the
+values (``errors``) that name the file and the 1-based line. Lines longer than the line limit
+(``lines.MAX_LINE_BYTES``) are malformed lines of their own. Exits whose reason is not in the
 exit-reason table are not yielded; their spellings are counted in ``unknown_reasons``.
-Readers are single-pass iterators over a stream: iterate once.
+
+Some problems always end the read with :class:`TraceParseError`, strict or not, because the
+rest of the trace cannot be trusted: damaged compressed input (truncated, failed check; the
+message names the compressed byte offset) and a format forced by ``format=`` (``--format``)
+of which nothing was found. Readers are single-pass iterators over a stream: iterate once.
 """
 
 from __future__ import annotations
 
 import itertools
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
@@ -23,7 +29,9 @@ from vmxsim_server.vmx.exceptions import InvalidArgument
 from vmxsim_server.vmx.exit_reasons import lookup_reason
 from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 
-from .compression import DECODE_ERRORS
+from .compression import CorruptInput
+from .lines import TOO_LONG_TEXT, LineSource, long_line_problem
+from .tools import ToolError
 
 __all__ = ["MAX_ERRORS", "Row", "TraceParseError", "TraceReader", "parse_u64"]
 
@@ -72,15 +80,18 @@ class TraceReader:
 
     def __init__(
         self,
-        lines: Iterable[str],
+        lines: Iterable[str] | LineSource,
         *,
         source: str = "<trace>",
         strict: bool = False,
+        forced: bool = False,
         bytes_read: Callable[[], int] | None = None,
         close: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self.strict = strict
+        self.forced = forced
+        """Whether the format was forced (``format=``): finding nothing of it is an error."""
         self.lines = 0
         """Lines consumed so far (updated at each exit and at the end)."""
         self.exits = 0
@@ -89,7 +100,8 @@ class TraceReader:
         """Malformed lines (or records) skipped."""
         self.unknown_reasons: Counter[str] = Counter()
         self.errors: list[TraceParseError] = []
-        self._lines = lines
+        self._line_source = lines if isinstance(lines, LineSource) else None
+        self._lines: Iterable[str] = self._text(lines) if isinstance(lines, LineSource) else lines
         self._bytes_read = bytes_read
         self._close = close
         self._reasons: dict[str, int] = {}
@@ -128,20 +140,26 @@ class TraceReader:
 
     def batches(self, size: int = 1000) -> Iterator[ExitBatch]:
         """The exits as the core's packed-column batches of ``size`` exits (the last may be
-        shorter), numbered from 1; timestamps only when the trace has them."""
+        shorter), numbered from 1; timestamps only when the trace has them. Columns are
+        ``array.array`` (``Q`` integers, ``d`` timestamps): ``len``, indexing and the buffer
+        protocol (``numpy.asarray``) work on them."""
         if size < 1:
             raise ValueError("batch size must be at least 1")
         rows = self.rows()
         sequence = 0
         while chunk := list(itertools.islice(rows, size)):
             sequence += 1
-            columns = list(zip(*chunk, strict=True))
-            stamps = columns[8]
-            reason, rip, qual, info2, intr, error, gpa, length = (list(c) for c in columns[:8])
+            columns: list[array[int]] = [
+                array("Q", [row[i] for row in chunk])  # type: ignore[misc]
+                for i in range(8)
+            ]
+            reason, rip, qual, info2, intr, error, gpa, length = columns
+            stamps = [row[8] for row in chunk]
             yield ExitBatch(
                 reason, rip, qual, info2, intr, error, gpa, length,
-                timestamp=[t or 0.0 for t in stamps] if any(stamps) else [],
+                timestamp=array("d", [t or 0.0 for t in stamps]) if any(stamps) else array("d"),
                 sequence=sequence,
+                vcpu=array("Q", [row[9] for row in chunk]),
             )  # fmt: skip
 
     @property
@@ -174,6 +192,28 @@ class TraceReader:
         self.close()
 
     # -- helpers for subclasses ---------------------------------------------------------------
+
+    def _text(self, lines: LineSource) -> Iterator[str]:
+        """``str`` lines of a line source; an over-long line is malformed (and read as blank)."""
+        problem = long_line_problem(lines.max_line_bytes)
+        for lineno, line in enumerate(lines.text(), 1):
+            if line is TOO_LONG_TEXT:
+                self._malformed(lineno, problem)
+            yield line
+
+    def _matched(self) -> bool:
+        """Whether anything of this format was found (for a forced format at the end)."""
+        return self.exits > 0
+
+    def _finished(self) -> None:
+        """At the end of the input: a forced format that matched nothing is an error."""
+        if self.forced and not self._matched():
+            raise TraceParseError(
+                self.source,
+                self.lines,
+                f"nothing in {self.lines:,} lines is {self.format_name} input "
+                f"(the format was forced; leave --format out to detect it)",
+            )
 
     def _malformed(self, line: int, problem: str) -> None:
         """Record a malformed line; raise it instead when strict."""
@@ -210,12 +250,12 @@ class _Reading:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        reader = self.reader
         try:
-            if isinstance(error, DECODE_ERRORS):  # corrupt or truncated compressed input
-                reader = self.reader
-                reader._malformed(reader.lines + 1, f"unreadable compressed input: {error}")
-                return True
-            return False
+            if isinstance(error, CorruptInput | ToolError):  # never a short trace
+                raise TraceParseError(reader.source, reader.lines + 1, str(error)) from None
+            if error is None:
+                reader._finished()
         finally:
-            self.reader.close()
+            reader.close()

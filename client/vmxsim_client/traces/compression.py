@@ -1,23 +1,27 @@
-"""Opening a trace: a path, ``-`` (standard input) or a binary file, compressed or not.
+"""Opening a trace: a path, ``-`` (standard input) or a binary file, compressed or not, read as
+blocks of bytes.
 
 Compression is recognised by magic bytes, never by the file name: gzip ``1f 8b`` (RFC 1952),
 xz ``fd 37 7a 58 5a 00`` (xz file format 1.0.4, section 2.1.1.1) and zstd ``28 b5 2f fd``
-(RFC 8878 section 3.1.1). zstd needs the optional ``zstandard`` package. Text is decoded as
-UTF-8 with undecodable bytes replaced, so binary garbage becomes malformed lines, not a
-``UnicodeDecodeError``.
+(RFC 8878 section 3.1.1). zstd needs the optional ``zstandard`` package. Concatenated members,
+streams and frames are read one after the other (as ``gzip``, ``xz`` and ``zstd`` do).
+
+Damage is an error, never a short trace: a stream that ends before its end marker (truncated),
+fails its check (gzip CRC-32/ISIZE, xz check, zstd checksum) or holds invalid data raises
+:class:`CorruptInput` naming the compressed byte offset where the decompressor stopped (for a
+check failure, the end of the member whose check failed). Each decompression step produces at
+most :data:`BLOCK_BYTES` of output, so a small bomb cannot fill memory in one call.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import lzma
 import os
 import sys
 import zlib
-from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, cast
+from collections.abc import Callable, Iterator
+from typing import IO, Any, BinaryIO
 
 zstandard: Any
 try:  # optional: zstd-compressed traces
@@ -25,98 +29,165 @@ try:  # optional: zstd-compressed traces
 except ImportError:  # pragma: no cover - exercised only without the package
     zstandard = None
 
-__all__ = ["DECODE_ERRORS", "TraceInput", "open_input", "open_output"]
+__all__ = ["BLOCK_BYTES", "CorruptInput", "TraceInput", "open_input", "open_output"]
 
-_ZSTD_ERRORS: tuple[type[Exception], ...] = (zstandard.ZstdError,) if zstandard else ()
-DECODE_ERRORS: tuple[type[Exception], ...] = (
-    EOFError,  # truncated gzip/xz stream
-    gzip.BadGzipFile,
-    zlib.error,
-    lzma.LZMAError,
-    *_ZSTD_ERRORS,
-)
-"""What a decompressor raises on corrupt or truncated input."""
+BLOCK_BYTES = 1 << 20
+"""Bytes read (and at most produced per decompression step) at a time."""
 
+_ZSTD_PIECE = 1 << 13  # compressed bytes per zstd step (its decompressobj has no output bound)
 _MAGIC = (
     (b"\x1f\x8b", "gzip"),
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
 )
-_BUFFER_BYTES = 1 << 16
 
 
-class _CountingReader(io.RawIOBase):
-    """A raw stream that counts the bytes read through it (for progress reporting)."""
+class CorruptInput(Exception):
+    """Compressed input that is truncated or damaged; ``offset`` is the compressed byte offset."""
 
-    def __init__(self, stream: BinaryIO) -> None:
-        super().__init__()
-        self._stream = stream
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
+    def __init__(self, kind: str, offset: int, problem: str) -> None:
+        super().__init__(f"damaged {kind} input at compressed byte {offset:,}: {problem}")
+        self.kind = kind
+        self.offset = offset
 
 
-@dataclass
 class TraceInput:
-    """An opened trace: its decoded text, name, compression and byte counter."""
+    """An opened trace: its decompressed byte blocks, name, compression and byte counter."""
 
-    text: IO[str]
-    name: str
-    compression: str | None
-    _counter: _CountingReader
-    _owned: BinaryIO | None
+    def __init__(self, stream: BinaryIO, name: str, owned: bool) -> None:
+        self.name = name
+        self._stream = stream
+        self._owned = owned
+        self.count = 0
+        """Bytes read from the source as stored."""
+        self._head = self._read(16)
+        self.magic = self._head
+        """The first (up to 16) bytes as stored, for binary-format detection."""
+        self.compression: str | None = next(
+            (kind for magic, kind in _MAGIC if self._head.startswith(magic)), None
+        )
+
+    def _read(self, size: int) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+    def _raw(self) -> Iterator[bytes]:
+        """The stored bytes in blocks (the peeked head first)."""
+        if self._head:
+            yield self._head
+        while data := self._read(BLOCK_BYTES):
+            yield data
 
     def bytes_read(self) -> int:
-        """Bytes read from the source as stored."""
-        return self._counter.count
+        """Bytes read from the source as stored (compressed bytes for compressed input)."""
+        return self.count
+
+    def blocks(self) -> Iterator[bytes]:
+        """The decompressed bytes in blocks; CorruptInput on damaged compressed input."""
+        if self.compression is None:
+            return self._raw()
+        decode = _DECODERS[self.compression]
+        return decode(self._raw(), self.bytes_read)
 
     def close(self) -> None:
-        """Close the decoder and the file it opened (standard input stays open)."""
-        with contextlib.suppress(*DECODE_ERRORS):  # corrupt input is reported while reading
-            self.text.close()
-        if self._owned is not None:
-            self._owned.close()
+        """Close the file this opened (standard input stays open)."""
+        if self._owned:
+            self._stream.close()
 
 
-def _decompressor(kind: str | None, stream: BinaryIO, name: str) -> BinaryIO:
-    if kind == "gzip":
-        return cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
-    if kind == "xz":
-        return cast(BinaryIO, lzma.LZMAFile(stream))
-    if kind == "zstd":
-        if zstandard is None:
-            raise OSError(f"{name}: zstd input needs the 'zstandard' package")
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-        return cast(BinaryIO, io.BufferedReader(reader, _BUFFER_BYTES))
-    return stream
+def _gzip(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
+    """RFC 1952 members one after the other (zlib checks each member's CRC-32 and ISIZE)."""
+    decoder = zlib.decompressobj(31)
+    started = False
+    for data in raw:
+        more = True
+        while more:
+            try:
+                out = decoder.decompress(data, BLOCK_BYTES)
+            except zlib.error as exc:
+                raise CorruptInput("gzip", offset(), str(exc).split(": ", 1)[-1]) from None
+            started = True
+            if out:
+                yield out
+            if decoder.eof:
+                data = decoder.unused_data
+                if data and not data.startswith(b"\x1f\x8b"):
+                    if data.strip(b"\x00"):  # zero padding after a member is allowed (gzip)
+                        raise CorruptInput("gzip", offset(), "trailing garbage after a member")
+                    data = b""
+                decoder = zlib.decompressobj(31)
+                started = more = bool(data)
+            else:  # output full: the rest of the input waits in unconsumed_tail
+                data = decoder.unconsumed_tail
+                more = bool(data) or len(out) == BLOCK_BYTES
+    if started:
+        raise CorruptInput("gzip", offset(), "truncated: the stream ends inside a member")
+
+
+def _xz(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
+    """xz streams one after the other (stream padding of zero bytes is allowed)."""
+    decoder = lzma.LZMADecompressor()
+    started = False
+    for data in raw:
+        while data or (started and not decoder.needs_input and not decoder.eof):
+            try:
+                out = decoder.decompress(data, BLOCK_BYTES)
+            except lzma.LZMAError as exc:
+                raise CorruptInput("xz", offset(), str(exc)) from None
+            started, data = True, b""
+            if out:
+                yield out
+            if decoder.eof:
+                data = decoder.unused_data.lstrip(b"\x00")
+                decoder = lzma.LZMADecompressor()
+                started = bool(data)
+    if started:
+        raise CorruptInput("xz", offset(), "truncated: the stream ends before its footer")
+
+
+def _zstd(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
+    """zstd frames one after the other, fed in small pieces (the output of a piece is bounded
+    by the format's block size times the pieces' frames, not by a parameter)."""
+    if zstandard is None:
+        raise OSError("zstd input needs the 'zstandard' package (pip install zstandard)")
+    factory = zstandard.ZstdDecompressor()
+    decoder = factory.decompressobj()
+    started = False
+    for block in raw:
+        for start in range(0, len(block), _ZSTD_PIECE):
+            data = block[start : start + _ZSTD_PIECE]
+            while data:
+                try:
+                    out = decoder.decompress(data)
+                except zstandard.ZstdError as exc:
+                    raise CorruptInput("zstd", offset(), str(exc)) from None
+                started, data = True, b""
+                if out:
+                    yield out
+                if decoder.eof:
+                    data = decoder.unused_data
+                    decoder = factory.decompressobj()
+                    started = bool(data)
+    if started:
+        raise CorruptInput("zstd", offset(), "truncated: the stream ends inside a frame")
+
+
+_DECODERS: dict[str, Callable[[Iterator[bytes], Callable[[], int]], Iterator[bytes]]] = {
+    "gzip": _gzip,
+    "xz": _xz,
+    "zstd": _zstd,
+}
 
 
 def open_input(source: str | os.PathLike[str] | BinaryIO) -> TraceInput:
-    """Open ``source`` for reading text: ``-`` is standard input; OSError if unreadable."""
-    owned: BinaryIO | None = None
+    """Open ``source`` for reading: ``-`` is standard input; OSError if unreadable."""
     if isinstance(source, str | os.PathLike):
         if os.fspath(source) == "-":
-            stream, name = sys.stdin.buffer, "<stdin>"
-        else:
-            name = os.fspath(source)
-            stream = owned = open(name, "rb")  # noqa: SIM115 - closed by TraceInput.close
-    else:
-        stream, name = source, str(getattr(source, "name", "<stream>"))
-    counter = _CountingReader(stream)
-    buffered = io.BufferedReader(counter, _BUFFER_BYTES)
-    head = buffered.peek(8)
-    kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
-    binary = _decompressor(kind, cast(BinaryIO, buffered), name)
-    text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None)
-    return TraceInput(text, name, kind, counter, owned)
+            return TraceInput(sys.stdin.buffer, "<stdin>", owned=False)
+        name = os.fspath(source)
+        return TraceInput(open(name, "rb"), name, owned=True)
+    return TraceInput(source, str(getattr(source, "name", "<stream>")), owned=False)
 
 
 def open_output(path: str) -> IO[str]:

@@ -22,80 +22,80 @@ The line header is ``<comm>-<tid> [<cpu>] [<flags>] <timestamp>: <event>: <paylo
 ``<comm> <tid> [<cpu>] <timestamp>: kvm:kvm_exit: <payload>``. Records hard-wrapped by mail
 clients (header on one line, event on the next) are joined.
 
-``kvm_entry`` lines give the vCPU of a thread for formats whose exits lack one;
-``kvm_nested_vmexit[_inject]`` lines are counted (``nested_exits``) but not yielded: every
-hardware exit of an L2 guest is already a ``kvm_exit`` line. SVM reason names (``EXIT_NPF``,
-``EXIT_CPUID``...) are counted as unknown reasons. Lines of other events, ``#`` comments,
-``cpus=N`` and ``CPU N is empty`` headers are passed over; a kvm_exit/kvm_entry line that does
-not parse is malformed. One ``split()`` per part of the line, no regular expressions.
+``kvm_entry`` lines (``vcpu 0``, ``vcpu 0, rip 0x..``, ``vcpu 0 rip 0x..``) give the vCPU of a
+thread for formats whose exits lack one; ``kvm_nested_vmexit[_inject]`` lines are counted
+(``nested_exits``) but not yielded: every hardware exit of an L2 guest is already a ``kvm_exit``
+line. SVM reason names (``EXIT_NPF``, ``EXIT_CPUID``...) are counted as unknown reasons. Lines
+of other events, ``#`` comments, ``cpus=N`` and ``CPU N is empty`` headers are passed over; a
+kvm_exit/kvm_entry line that does not parse is malformed. Each exit carries its vCPU and VM
+(``identity.py``; the ``vcpu``/``vm`` batch columns, ``threads``).
+
+How it keeps up with the disk: the input is split into lines a block (1 MiB) at a time; a line
+costs one ``bytes.partition``. Payloads repeat (reason, rip and info recur), so a payload is
+parsed once and remembered as its packed column values; task prefixes (``comm-tid [cpu]
+flags``) are checked once and remembered as their thread. A line with a remembered payload and
+prefix only has its timestamp parsed; every other line goes through the line-at-a-time rules of
+``ftrace_lines.py``. Columns are ``bytes.join``-ed and cut into ``array.array`` columns per
+batch: no per-exit tuple or record is built.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+import struct
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .base import Row, TraceReader, parse_u64
+from vmxsim_server.vmx.records import ExitBatch
+
+from .base import Row, TraceReader
+from .ftrace_lines import Exit, LineParser, exit_fields, split_header, thread_id
+from .ftrace_lines import thread_key as _thread_key
+from .identity import Thread, named_vcpu, parse_task
+from .lines import TOO_LONG, LineSource, long_line_problem
 
 __all__ = ["FtraceReader"]
 
-_EXIT_EVENT = "kvm_exit"
-_EXIT_EVENT_COLON = "kvm_exit:"
-_NESTED_EVENT = "kvm_nested_vmexit"  # and kvm_nested_vmexit_inject
-_PAIR_KEYS = {"info1": 1, "info2": 2, "intr_info": 3, "error_code": 4}  # key -> value index
-_HEX_CACHE_LIMIT = 1 << 16  # distinct hex tokens remembered per reader
-_PAYLOAD_CACHE_LIMIT = 1 << 16  # distinct exit payloads remembered per reader
+_RECORD = struct.Struct("=6Q")  # reason, rip, qualification, info2, intr_info, error_code
+_WIDTH = _RECORD.size // 8  # values per record
 _INFINITY = float("inf")
-_HEADER_PREFIXES = ("#", "cpus=", "version =", "CPU:", "[...]", "...")
-
-
-def _is_header(stripped: str) -> bool:
-    """Blank lines, comments and trace-cmd/ftrace banners that are not events."""
-    if not stripped or stripped.startswith(_HEADER_PREFIXES):
-        return True
-    return stripped.startswith("CPU ") and stripped.endswith(" is empty")
-
-
-def _split_header(head: str) -> tuple[str, list[str]]:
-    """The timestamp text and header tokens of ``head`` (the text before the event name)."""
-    tokens = head.split()
-    if tokens and tokens[-1] == "kvm:":  # perf script: kvm:kvm_exit
-        tokens.pop()
-    if len(tokens) < 2 or not tokens[-1].endswith(":"):
-        raise ValueError("no '<timestamp>:' before the event")
-    stamp = tokens[-1][:-1]
-    if stamp.startswith("["):  # raw clock glued to the CPU field: [005]303280081900681:
-        stamp = stamp[stamp.find("]") + 1 :]
-    elif not (tokens[-2].startswith("[") or (len(tokens) > 2 and tokens[-3].startswith("["))):
-        raise ValueError("no '[cpu]' field")
-    return stamp, tokens
-
-
-def _thread_key(tokens: list[str]) -> str:
-    """The thread id of a header (digits after the last '-' of comm-tid, or perf's tid)."""
-    for token in reversed(tokens):
-        if token.startswith("["):
-            continue
-        tid = token.rpartition("-")[2]
-        if tid.isdigit():
-            return tid
-    return ""
+_PRINTABLE = re.compile(rb"[ -~]*\Z").match
+_CACHE_LIMIT = 1 << 16  # distinct payloads / task prefixes remembered per reader
+_TEXT_LIST = 4096  # str lines per list when the input is an iterable of str
+_NEVER: dict[bytes, Thread | None] = {}  # the table of timestamp kinds never read in bulk
+_RISKY_END = frozenset(range(0x1C, 0x20)) | frozenset(range(0x80, 0x100))  # str.rstrip() strips
 
 
 class FtraceReader(TraceReader):
     """``kvm_exit`` events of ftrace, trace-cmd report and perf script text."""
 
     format_name = "ftrace"
+    guards_itself = True
 
-    def __init__(self, lines: Iterable[str], *, raw_clock_hz: float = 1e9, **kwargs: Any) -> None:
+    def __init__(
+        self, lines: Iterable[str] | LineSource, *, raw_clock_hz: float = 1e9, **kwargs: Any
+    ) -> None:
         super().__init__(lines, **kwargs)
         if not raw_clock_hz > 0:
             raise ValueError("raw_clock_hz must be positive")
         self.raw_clock_hz = raw_clock_hz
         self.nested_exits = 0
         """kvm_nested_vmexit / kvm_nested_vmexit_inject events seen (not yielded)."""
+        self.entries = 0
+        """kvm_entry events read."""
+        self.threads: dict[str, Thread] = {}
+        """The traced threads by thread id (text), with their comm, vCPU and VM."""
         self._vcpu_of_thread: dict[str, int] = {}
-        self._hex_cache: dict[str, int] = {}
+        self._payloads: dict[bytes, tuple[bytes, int]] = {}  # payload -> (record, own vcpu)
+        self._entry_payloads: dict[bytes, int] = {}  # kvm_entry payload -> its vcpu
+        # task prefix -> its thread (None: read such lines line at a time), by timestamp kind
+        self._dotted: dict[bytes, Thread | None] = {}  # before 'sec.usec:'
+        self._raw: dict[bytes, Thread | None] = {}  # before '[cpu]clock:'
+        self._perf: dict[bytes, Thread | None] = {}  # before 'sec.usec: kvm:'
+        self._parser = LineParser(self)
+        self._errors = "replace" if self._line_source is not None else "surrogatepass"
 
     @classmethod
     def sniff(cls, line: str) -> bool:
@@ -105,7 +105,7 @@ class FtraceReader(TraceReader):
             k = line.find(event)
             if k >= 0:
                 try:
-                    _split_header(line[:k])
+                    split_header(line[:k])
                 except ValueError:
                     return False
                 return True
@@ -117,206 +117,312 @@ class FtraceReader(TraceReader):
             return -1  # an SVM exit code name (AMD host): not a VMX exit
         return super()._resolve(spelling)
 
-    guards_itself = True
+    def _matched(self) -> bool:
+        return bool(self.exits or self.entries or self.nested_exits or self.unknown_reasons)
 
-    def _rows(self) -> Iterator[Row]:
-        reason_of = self._reasons.get
-        hex_of = self._hex_cache.get
-        vcpus = self._vcpu_of_thread
-        # Exit payloads repeat (the same reason, rip and info recur), so the parsed payload of a
-        # line that took the fast path is remembered by its text: a later line with the same
-        # payload only needs its header (timestamp, thread) read.
-        payloads: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
-        payload_of = payloads.get
-        pending: str | None = None  # a wrapped header waiting for its event line
-        lineno = 0
+    # --- views -------------------------------------------------------------------------------
+
+    def rows(self) -> Iterator[Row]:
+        for batch in self.batches(4096):
+            yield from zip(
+                batch.reason, batch.rip or itertools.repeat(0), batch.qualification or
+                itertools.repeat(0), batch.info2 or itertools.repeat(0), batch.intr_info or
+                itertools.repeat(0), batch.error_code or itertools.repeat(0),
+                itertools.repeat(0), itertools.repeat(0), batch.timestamp, batch.vcpu,
+            )  # fmt: skip
+
+    def batches(self, size: int = 1000) -> Iterator[ExitBatch]:
+        """Packed columns straight from the lines (see the module docstring); ``vcpu`` and
+        ``vm`` columns say who made each exit."""
+        if size < 1:
+            raise ValueError("batch size must be at least 1")
+        records: list[bytes] = []
+        stamps = array("d")
+        who: list[bytes] = []
+        sequence = 0
         with self._reading():
-            for lineno, line in enumerate(self._lines, 1):
-                if pending is not None:
-                    line, pending = self._unwrap(pending, lineno - 1, line), None
-                head, event, payload = line.partition(_EXIT_EVENT_COLON)
-                known = payload_of(payload)  # the payload "" (no event) is never remembered
-                if known is not None:
-                    header = head.rsplit(None, 1)
-                    stamp = header[-1]
-                    if len(header) == 2 and stamp[-1] == ":" and "." in stamp and "[" in header[0]:
-                        try:
-                            timestamp = float(stamp[:-1])
-                        except ValueError:
-                            timestamp = -1.0
-                        if 0.0 <= timestamp < _INFINITY:
-                            vcpu = vcpus.get(_thread_id(header[0]), 0) if vcpus else 0
-                            self.lines = lineno
-                            self.exits += 1
-                            yield known + (timestamp, vcpu)  # noqa: RUF005 (faster than unpacking)
-                            continue
-                if not event and _EXIT_EVENT not in line:
-                    pending = self._other_line(lineno, line)
-                    continue
-                row: Row | None = None
-                # Fast path: the 7-word payload of trace-cmd and 3.x-5.15 ftrace after a plain
-                # header, split from the right so the header (task names with spaces) stays one
-                # string. Anything else, and every problem, goes to _exit_line (which reports it).
-                parts = line.rsplit(None, 9)
-                if (
-                    len(parts) == 10
-                    and parts[2] == "kvm_exit:"
-                    and parts[3] == "reason"
-                    and parts[5] == "rip"
-                    and parts[7] == "info"
-                    and parts[1][-1] == ":"
-                    and "[" in parts[0]
-                ):
-                    try:
-                        rip = hex_of(parts[6])
-                        if rip is None:
-                            rip = self._hex(parts[6])
-                        info1 = hex_of(parts[8])
-                        if info1 is None:
-                            info1 = self._hex(parts[8])
-                        intr_info = hex_of(parts[9])
-                        if intr_info is None:
-                            intr_info = self._hex(parts[9])
-                        number = reason_of(parts[4])
-                        if number is None or number < 0:
-                            number = self._reason(parts[4])
-                        timestamp = float(parts[1][:-1])
-                        vcpu = vcpus.get(_thread_id(parts[0]), 0) if vcpus else 0
-                        if "." in parts[1] and 0.0 <= timestamp < _INFINITY:
-                            row = (number, rip, info1, 0, intr_info, 0, 0, 0, timestamp, vcpu)
-                            if number >= 0 and len(payloads) < _PAYLOAD_CACHE_LIMIT:
-                                payloads[payload] = (number, rip, info1, 0, intr_info, 0, 0, 0)
-                    except ValueError:
-                        pass
-                if row is None:
-                    result = self._exit_line(lineno, line)
-                    if result is None:
-                        continue
-                    if isinstance(result, str):
-                        pending = result
-                        continue
-                    row = result
-                if row[0] >= 0:
-                    self.lines = lineno
-                    self.exits += 1
-                    yield row
-            if pending is not None and _EXIT_EVENT in pending:
-                self._bad_exit(lineno, pending, "kvm_exit record without its payload line")
-            self.lines = lineno
+            for _ in self._read(records, stamps, who):
+                while len(records) >= size:
+                    sequence += 1
+                    yield _batch(records[:size], stamps[:size], who[:size], sequence)
+                    del records[:size], stamps[:size], who[:size]
+            if records:
+                yield _batch(records, stamps, who, sequence + 1)
 
-    def _hex(self, text: str) -> int:
-        """A hex token as an unsigned 64-bit value, remembered (rips and infos repeat)."""
-        value = self._hex_cache.get(text)
-        if value is None:
-            value = parse_u64(text, 16)
-            if len(self._hex_cache) < _HEX_CACHE_LIMIT:
-                self._hex_cache[text] = value
-        return value
+    # --- the bulk path -------------------------------------------------------------------------
 
-    def _exit_line(self, lineno: int, line: str) -> Row | str | None:
-        """Any kvm_exit line: its row, a wrapped header to join (str), or None when skipped."""
-        k = line.find(_EXIT_EVENT)
-        payload = line[k + 8 :]
-        if not payload.startswith(":"):
-            self._bad_exit(lineno, line, "kvm_exit without ':' and payload")
-            return None
-        fields = payload[1:].split()
-        if not fields:
-            return line.rstrip()  # perf script wrapped the payload onto the next line
-        try:
-            stamp, tokens = _split_header(line[:k])
-            timestamp = float(stamp)
-            if not 0.0 <= timestamp < _INFINITY:
-                raise ValueError(f"bad timestamp {stamp!r}")
-            if "." not in stamp:
-                timestamp = parse_u64(stamp, 10) / self.raw_clock_hz
-            name, rip, info1, info2, intr_info, error_code, vcpu = self._exit_fields(fields)
-        except ValueError as exc:
-            self._bad_exit(lineno, line, str(exc))
-            return None
-        number = self._reason(name)
-        if vcpu < 0:
-            vcpu = self._vcpu_of_thread.get(_thread_key(tokens), 0)
-        return (number, rip, info1, info2, intr_info, error_code, 0, 0, timestamp, vcpu)
-
-    @staticmethod
-    def _exit_fields(p: list[str]) -> tuple[str, int, int, int, int, int, int]:
-        """(name, rip, info1, info2, intr_info, error_code, vcpu or -1) of a kvm_exit payload."""
-        n = len(p)
-        vcpu, i = -1, 0
-        if n > 1 and p[0] == "vcpu":
-            vcpu, i = int(p[1].rstrip(",")), 2
-            if vcpu < 0 or not p[1].rstrip(",").isdigit():
-                raise ValueError(f"bad vcpu {p[1]!r}")
-        if i + 1 >= n or p[i] != "reason":
-            raise ValueError("expected 'reason <NAME> rip 0x<hex>'")
-        name, i = p[i + 1], i + 2
-        while i < n and p[i] != "rip":  # VMX_EXIT_REASON_FLAGS words after the name
-            i += 1
-        if i + 1 >= n:
-            raise ValueError("no 'rip 0x<hex>'")
-        out = [parse_u64(p[i + 1], 16), 0, 0, 0, 0]  # rip, info1, info2, intr_info, error_code
-        i += 2
-        if i + 2 < n and p[i] == "info":  # the 3.x-5.15 'info <info1> <intr_info>'
-            out[1], out[3] = parse_u64(p[i + 1], 16), parse_u64(p[i + 2], 16)
-        elif i + 1 < n and p[i] == "info":
-            raise ValueError("'info' needs two hex numbers")
-        for j in range(i, n - 1):  # 5.16+: 'info1 0x.. info2 0x.. ...' and extra trailing pairs
-            index = _PAIR_KEYS.get(p[j])
-            if index is not None:
-                out[index] = parse_u64(p[j + 1], 16)
-        return (name, out[0], out[1], out[2], out[3], out[4], vcpu)
-
-    def _bad_exit(self, lineno: int, line: str, problem: str) -> None:
-        if not _is_header(line.strip()):
-            self._malformed(lineno, problem)
-
-    def _unwrap(self, pending: str, pending_at: int, line: str) -> str:
-        """Join a wrapped header with its event line, unless the line is a record of its own."""
-        stripped = line.strip()
-        k = stripped.find("[")
-        if stripped and not (k > 0 and stripped[k:].split("]", 1)[0][1:].isdigit()):
-            return f"{pending} {stripped}"
-        if _EXIT_EVENT in pending:
-            self._bad_exit(pending_at, pending, "kvm_exit record without its payload line")
-        return line
-
-    def _other_line(self, lineno: int, line: str) -> str | None:
-        """A line without kvm_exit: kvm_entry/nested events, headers, other events.
-
-        Returns the line when it is a header wrapped away from its event, else None.
-        """
-        k = line.find("kvm_entry")
-        if k >= 0 and line.startswith(":", k + 9):
-            if not line[k + 10 :].strip():
-                return line.rstrip()  # perf script wrapped the payload onto the next line
-            self._entry(lineno, line, k)
-            return None
-        if _NESTED_EVENT in line:
-            self.nested_exits += 1
-            return None
-        stripped = line.rstrip()
-        if stripped.endswith(":") and "[" in stripped and not _is_header(stripped.lstrip()):
-            try:
-                _split_header(stripped)
-            except ValueError:
-                return None
-            return stripped
-        return None
-
-    def _entry(self, lineno: int, line: str, k: int) -> None:
-        """``kvm_entry: vcpu N[, rip 0x..]``: remember which vCPU this thread runs."""
-        fields = line[k + 10 :].split()
-        try:
-            _stamp, tokens = _split_header(line[:k])
-            text = fields[1].rstrip(",") if fields[0] == "vcpu" and len(fields) > 1 else ""
-            vcpu = parse_u64(text, 10)
-        except ValueError as exc:
-            self._bad_exit(lineno, line, f"kvm_entry: expected 'vcpu N' ({exc})")
+    def _line_lists(self) -> Iterator[list[bytes]]:
+        if self._line_source is not None:
+            yield from self._line_source.lists()
             return
-        self._vcpu_of_thread[_thread_key(tokens)] = vcpu
+        lines = iter(self._lines)
+        while piece := list(itertools.islice(lines, _TEXT_LIST)):
+            yield [line.encode("utf-8", "surrogatepass") for line in piece]
+
+    def _read(self, records: list[bytes], stamps: array[float], who: list[bytes]) -> Iterator[None]:
+        """Fill the three lists from the input, yielding after each list of lines.
+
+        The common line, ``<prefix> <sec.usec>: kvm_exit:<payload>`` or ``...: kvm_entry:
+        vcpu N...``, is read inline; anything else (perf's ``kvm:``, raw clocks, new payloads
+        or prefixes, other events) by ``_line``. (``bytes.find`` and ``partition``, never ``in``:
+        ``b"x" in line`` first tries ``x`` as an integer and pays for the TypeError.)"""
+        payload_of = self._payloads.get
+        vcpu_of = self._entry_payloads.get
+        thread_of = self._dotted.get
+        parser = self._parser
+        add_record, add_stamp, add_who = records.append, stamps.append, who.append
+        lineno = exits = 0
+        pending = False  # a wrapped header waits in the parser: read line at a time
+        for lines in self._line_lists():
+            first = lineno + 1
+            for lineno, line in enumerate(lines, first):
+                head, sep, payload = line.partition(b": kvm_exit:")
+                if pending:
+                    pass
+                elif sep:
+                    known = payload_of(payload)
+                    if known is not None:
+                        prefix, _, stamp = head.rpartition(b" ")
+                        thread = thread_of(prefix)
+                        if thread is not None and (stamp[-7:-6] == b"." or stamp.find(b".") >= 0):
+                            try:
+                                timestamp = float(stamp)
+                            except ValueError:
+                                timestamp = -1.0
+                            if 0.0 <= timestamp < _INFINITY:
+                                add_record(known[0])
+                                add_stamp(timestamp)
+                                vcpu = known[1]
+                                add_who(thread.current if vcpu < 0 else thread.identity(vcpu))
+                                exits += 1
+                                continue
+                else:
+                    head, sep, payload = line.partition(b": kvm_entry:")
+                    if sep:
+                        entered = vcpu_of(payload)
+                        if entered is not None:
+                            prefix, _, stamp = head.rpartition(b" ")
+                            thread = thread_of(prefix)
+                            # kvm_exit can only hide in the timestamp's place (the payload and
+                            # the prefix were checked when they were remembered)
+                            if thread is not None and stamp.find(b"kvm_exit") < 0:
+                                if thread.entry_vcpu != entered:
+                                    self._entered(thread.key, entered)
+                                else:
+                                    self.entries += 1
+                                continue
+                    elif line.find(b"kvm_e") < 0:
+                        tail = line.rstrip()
+                        if not tail:
+                            continue
+                        if (
+                            tail[-1] != 58  # ':' (a wrapped header)
+                            and tail[-1] not in _RISKY_END
+                            and line.find(b"kvm_nested_vmexit") < 0
+                            and line is not TOO_LONG
+                        ):
+                            continue
+                if self._line(lineno, line, records, stamps, who):
+                    exits += 1
+                pending = parser.pending is not None
+            self.lines, self.exits = lineno, exits
+            yield None
+        parser.end(lineno)
+        self.lines, self.exits = lineno, exits
+
+    def _line(
+        self, lineno: int, line: bytes, records: list[bytes], stamps: array[float], who: list[bytes]
+    ) -> bool:
+        """A line the inline path did not take; True when it added an exit."""
+        was_pending = self._parser.pending is not None
+        head, sep, payload = line.partition(b"kvm_exit:")
+        if sep and not was_pending:
+            known = self._payloads.get(payload)
+            if known is not None and self._bulk_exit(head, known, records, stamps, who):
+                return True
+        elif not sep and not was_pending and self._entry(line):
+            return False
+        if line is TOO_LONG:
+            self._malformed(lineno, long_line_problem(self._limit()))
+            return False
+        found = self._parser.line(lineno, line.decode("utf-8", self._errors))
+        if found is None:
+            return False
+        self._add(found, records, stamps, who)
+        if sep and not was_pending:
+            self._remember(payload)
+        return True
+
+    def _bulk_exit(
+        self,
+        head: bytes,
+        known: tuple[bytes, int],
+        records: list[bytes],
+        stamps: array[float],
+        who: list[bytes],
+    ) -> bool:
+        """An exit with a remembered payload after any checked prefix and timestamp kind."""
+        thread, stamp, table = self._task(head)
+        if thread is None or stamp[-1:] != b":":
+            return False
+        timestamp = -1.0
+        if table is self._raw:
+            digits = stamp[stamp.find(b"]") + 1 : -1]
+            if digits.isdigit() and len(digits) < 20:
+                timestamp = int(digits) / self.raw_clock_hz
+        elif stamp.find(b".") >= 0:
+            try:
+                timestamp = float(stamp[:-1])
+            except ValueError:
+                timestamp = -1.0
+        if not 0.0 <= timestamp < _INFINITY:
+            return False
+        records.append(known[0])
+        stamps.append(timestamp)
+        who.append(thread.current if known[1] < 0 else thread.identity(known[1]))
+        return True
+
+    def _entry(self, line: bytes) -> bool:
+        """A plain ``kvm_entry: vcpu N...`` line read in bulk (False: read it line at a time)."""
+        head, sep, payload = line.partition(b"kvm_entry:")
+        if not sep or b"kvm_exit" in line:
+            return False
+        thread, stamp, _table = self._task(head)
+        fields = payload.split(None, 2)
+        if thread is None or stamp[-1:] != b":" or len(fields) < 2 or fields[0] != b"vcpu":
+            return False
+        text = fields[1].rstrip(b",")
+        if not (text.isdigit() and len(text) < 20):
+            return False
+        vcpu = int(text)
+        if (
+            len(self._entry_payloads) < _CACHE_LIMIT
+            and payload.startswith(b" ")
+            and payload.find(b"kvm_exit") < 0
+        ):
+            self._entry_payloads[payload] = vcpu  # for the inline path (': kvm_entry:')
+        self._entered(thread.key, vcpu)
+        return True
+
+    # --- the line-at-a-time path ---------------------------------------------------------------
+
+    def _add(
+        self, found: Exit, records: list[bytes], stamps: array[float], who: list[bytes]
+    ) -> None:
+        known, timestamp, key, header = found
+        records.append(_RECORD.pack(*known[:6]))
+        stamps.append(timestamp)
+        thread = self._thread(key, header)
+        vcpu = known[6]
+        if vcpu < 0:  # the reference's rule (kvm_entry mapping, else 0), then the thread's name
+            vcpu = self._vcpu_of_thread.get(key, -1)
+            who.append(thread.current if vcpu < 0 else thread.identity(vcpu))
+        else:
+            who.append(thread.identity(vcpu))
+
+    def _remember(self, payload: bytes) -> None:
+        """Remember a payload parsed on the slow path for the bulk path (known reasons only)."""
+        if len(self._payloads) >= _CACHE_LIMIT or b"kvm_e" in payload:
+            return
+        try:
+            fields = exit_fields(payload.decode("utf-8", self._errors).split())
+        except ValueError:
+            return
+        number = self._reasons.get(fields[0], -1)
+        if number >= 0:
+            record = _RECORD.pack(number, *fields[1:6])
+            self._payloads[payload] = (record, fields[6])
+
+    def _task(self, head: bytes) -> tuple[Thread | None, bytes, dict[bytes, Thread | None]]:
+        """The thread of a header (the text before the event name), its timestamp token and the
+        table of its timestamp kind (perf script's ``kvm:`` before the event, raw clocks)."""
+        text = head.rstrip()
+        if text.endswith(b" kvm:"):  # perf script: kvm:kvm_exit
+            text, table = text[:-5], self._perf
+        else:
+            table = self._dotted
+        prefix, _, stamp = text.rpartition(b" ")
+        if stamp[:1] == b"[":  # raw clock glued to the CPU field
+            table = self._raw if table is self._dotted else _NEVER
+        thread = table.get(prefix)
+        if thread is None and prefix not in table:
+            thread = self._prefix(prefix, table)
+        return thread, stamp, table
+
+    def _prefix(self, prefix: bytes, table: dict[bytes, Thread | None]) -> Thread | None:
+        """Check a task prefix (the header before its timestamp) once, for the timestamp kind of
+        ``table``: its thread when every rule of the line-at-a-time path reads the same thread
+        id from such headers and accepts them, else None (such lines are read line at a time)."""
+        if table is _NEVER or len(table) >= _CACHE_LIMIT:
+            return None
+        thread: Thread | None = None
+        if _PRINTABLE(prefix) and b"kvm_e" not in prefix:
+            text = prefix.decode("ascii")
+            if table is self._raw:
+                key = _header_key(text + " [0]0:")
+            elif table is self._perf:
+                key = _header_key(text + " 0.0: kvm:")
+            else:  # the remembered-payload and 7-word rules read the id with thread_id()
+                key = _header_key(text + " 0.0:")
+                if not ("[" in text and thread_id(text) == key):
+                    key = None
+            if key:
+                thread = self._thread(key, text)
+        table[prefix] = thread
+        return thread
+
+    def _thread(self, key: str, header: str) -> Thread:
+        thread = self.threads.get(key)
+        if thread is None:
+            comm, tid, tgid = parse_task(header)
+            if tid is None:
+                tid = int(key) if key.isdigit() and key.isascii() and len(key) < 20 else 0
+            thread = Thread(key, comm, tid, tgid, named_vcpu(comm), self._vcpu_of_thread.get(key))
+            self.threads[key] = thread
+        return thread
+
+    def _entered(self, key: str, vcpu: int) -> None:
+        """A ``kvm_entry`` line: thread ``key`` runs ``vcpu`` from now on."""
+        self.entries += 1
+        self._vcpu_of_thread[key] = vcpu
+        thread = self.threads.get(key)
+        if thread is not None and thread.entry_vcpu != vcpu:
+            thread.entry_vcpu = vcpu
+            thread.refresh()
+
+    def _limit(self) -> int:
+        source = self._line_source
+        return source.max_line_bytes if source is not None else 0
 
 
-def _thread_id(header: str) -> str:
-    """The thread id of a trace header: the digits after the last '-' before the CPU field."""
-    return header[: header.rfind("[")].rstrip().rpartition("-")[2]
+def _header_key(header: str) -> str | None:
+    """The thread key the line-at-a-time rules read from ``header``, or None if they reject it."""
+    try:
+        _, tokens = split_header(header)
+    except ValueError:
+        return None
+    return _thread_key(tokens)
+
+
+def _batch(
+    records: list[bytes], stamps: array[float], who: list[bytes], sequence: int
+) -> ExitBatch:
+    """One batch from packed records: each column is one strided copy."""
+    values = memoryview(b"".join(records)).cast("Q")
+    columns: list[array[int]] = []
+    for k in range(_WIDTH):
+        data = values[k::_WIDTH].tobytes()
+        column = array("Q")
+        if k == 0 or data.count(0) != len(data):  # an all-zero column stays empty
+            column.frombytes(data)
+        columns.append(column)
+    columns += [array("Q"), array("Q")]  # guest_physical_address, instruction_len: none
+    identity = memoryview(b"".join(who)).cast("Q")
+    vcpu, vm = array("Q"), array("Q")
+    vcpu.frombytes(identity[0::2].tobytes())
+    vm.frombytes(identity[1::2].tobytes())
+    reason, rip, qualification, info2, intr_info, error_code, gpa, length = columns
+    return ExitBatch(
+        reason, rip, qualification, info2, intr_info, error_code, gpa, length,
+        timestamp=array("d", stamps), sequence=sequence, vcpu=vcpu, vm=vm,
+    )  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from vmxsim_server.vmx.mixes import load_mix, synthesize
 
 from .base import Row, TraceParseError, TraceReader
+from .limits import LIMITS
 
 __all__ = ["MIX_PREFIX", "MixReader", "open_mix"]
 
@@ -37,6 +38,10 @@ class MixReader(TraceReader):
         self.seed = numbers[1] if len(numbers) > 1 else 0
         if self.exits_wanted < 0:
             raise TraceParseError(spec, 0, "EXITS must not be negative")
+        if self.exits_wanted > LIMITS.max_samples:
+            raise TraceParseError(
+                spec, 0, f"EXITS is over the limit of {LIMITS.max_samples:,} (--max-samples)"
+            )
         self.mix = load_mix(parts[0])
 
     @classmethod

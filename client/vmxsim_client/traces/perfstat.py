@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 
 from vmxsim_server.vmx.mixes import Mix, synthesize
 
-from .base import Row, TraceReader
+from .base import Row, TraceParseError, TraceReader
+from .limits import LIMITS
 
 __all__ = ["MixRow", "PerfKvmStatReader"]
 
@@ -58,6 +59,7 @@ class PerfKvmStatReader(TraceReader):
         seed: int = 0,
         exits: int | None = None,
         table: int = 0,
+        max_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(lines, **kwargs)
@@ -68,6 +70,8 @@ class PerfKvmStatReader(TraceReader):
         self.seed = seed
         self.requested_exits = exits
         self.table = table
+        self.max_samples = LIMITS.max_samples if max_samples is None else max_samples
+        """The most exits this table may make (``limits.MAX_SAMPLES``, ``--max-samples``)."""
         self.tables_seen = 0
         """VM-EXIT tables found in the input (after the table has been read)."""
         self.total_samples: int | None = None
@@ -92,6 +96,13 @@ class PerfKvmStatReader(TraceReader):
         if not weights:
             return
         total = weights if self.requested_exits is None else self.requested_exits
+        if total > self.max_samples:
+            what = "the table's samples add up to" if self.requested_exits is None else "asked for"
+            raise TraceParseError(
+                self.source,
+                self.lines,
+                f"{what} {total:,} exits; the limit is {self.max_samples:,} (--max-samples)",
+            )
         as_mix = Mix(self.source, "perf kvm stat table", self.source, {})
         for r in mix:
             as_mix.weights[r.reason] = as_mix.weights.get(r.reason, 0.0) + r.samples
@@ -125,6 +136,9 @@ class PerfKvmStatReader(TraceReader):
                     rows[row.name] = row if old is None else _merge(old, row)
         self.lines = lineno
         return [r for r in rows.values() if r.reason >= 0]
+
+    def _matched(self) -> bool:
+        return self.tables_seen > 0
 
     def _row(self, lineno: int, tokens: list[str], time_columns: int) -> MixRow | None:
         name, samples_text = tokens[0], tokens[1]

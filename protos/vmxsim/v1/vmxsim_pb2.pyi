@@ -1338,10 +1338,46 @@ class ExitBatch(_message.Message):
     GUEST_PHYSICAL_ADDRESS_FIELD_NUMBER: _builtins.int
     INSTRUCTION_LEN_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    REASON_PACKED_FIELD_NUMBER: _builtins.int
+    RIP_PACKED_FIELD_NUMBER: _builtins.int
+    QUALIFICATION_PACKED_FIELD_NUMBER: _builtins.int
+    INFO2_PACKED_FIELD_NUMBER: _builtins.int
+    INTR_INFO_PACKED_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_PACKED_FIELD_NUMBER: _builtins.int
+    GUEST_PHYSICAL_ADDRESS_PACKED_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_LEN_PACKED_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_PACKED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The client's number for this batch, increasing within a stream; echoed in the batch's
     stats and acknowledgements.
     """
+    reason_packed: _builtins.bytes
+    """--- Packed byte columns (readers) ------------------------------------------------------------
+    The same columns as raw arrays, one `bytes` field each: little-endian uint64 for the integer
+    columns, little-endian IEEE-754 float64 for timestamps, 8 bytes a value (so a column of n
+    values is 8*n bytes). A client that holds its columns as arrays (the trace readers) sends
+    each as one copy, and the server reads it without a step per value: the server prefers these.
+    A column is given in one form or the other, not both (INVALID_ARGUMENT); the repeated fields
+    above stay fully supported, and both forms may be mixed across columns. `reason_packed`
+    defines the batch length when `reason` is empty. Values keep the ranges of the repeated
+    fields (reason < 2^32, intr_info/error_code/instruction_len < 2^32).
+    """
+    rip_packed: _builtins.bytes
+    """The guest RIPs as packed bytes (rip)."""
+    qualification_packed: _builtins.bytes
+    """The exit qualifications as packed bytes (qualification)."""
+    info2_packed: _builtins.bytes
+    """The info2 values as packed bytes (info2)."""
+    intr_info_packed: _builtins.bytes
+    """The VM-exit interruption information as packed bytes (intr_info)."""
+    error_code_packed: _builtins.bytes
+    """The VM-exit interruption error codes as packed bytes (error_code)."""
+    guest_physical_address_packed: _builtins.bytes
+    """The guest-physical addresses as packed bytes (guest_physical_address)."""
+    instruction_len_packed: _builtins.bytes
+    """The VM-exit instruction lengths as packed bytes (instruction_len)."""
+    timestamp_packed: _builtins.bytes
+    """The timestamps in seconds (float64) as packed bytes (timestamp)."""
     @_builtins.property
     def reason(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The basic exit reason numbers (ExitRecord.reason)."""
@@ -1391,10 +1427,19 @@ class ExitBatch(_message.Message):
         guest_physical_address: _abc.Iterable[_builtins.int] | None = ...,
         instruction_len: _abc.Iterable[_builtins.int] | None = ...,
         timestamp: _abc.Iterable[_builtins.float] | None = ...,
+        reason_packed: _builtins.bytes = ...,
+        rip_packed: _builtins.bytes = ...,
+        qualification_packed: _builtins.bytes = ...,
+        info2_packed: _builtins.bytes = ...,
+        intr_info_packed: _builtins.bytes = ...,
+        error_code_packed: _builtins.bytes = ...,
+        guest_physical_address_packed: _builtins.bytes = ...,
+        instruction_len_packed: _builtins.bytes = ...,
+        timestamp_packed: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "guest_physical_address", b"guest_physical_address", "info2", b"info2", "instruction_len", b"instruction_len", "intr_info", b"intr_info", "qualification", b"qualification", "reason", b"reason", "rip", b"rip", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_code_packed", b"error_code_packed", "guest_physical_address", b"guest_physical_address", "guest_physical_address_packed", b"guest_physical_address_packed", "info2", b"info2", "info2_packed", b"info2_packed", "instruction_len", b"instruction_len", "instruction_len_packed", b"instruction_len_packed", "intr_info", b"intr_info", "intr_info_packed", b"intr_info_packed", "qualification", b"qualification", "qualification_packed", b"qualification_packed", "reason", b"reason", "reason_packed", b"reason_packed", "rip", b"rip", "rip_packed", b"rip_packed", "sequence", b"sequence", "timestamp", b"timestamp", "timestamp_packed", b"timestamp_packed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,130 @@
+"""Lines of a trace from blocks of bytes: split in bulk, numbered exactly, capped in length.
+
+Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (Python's universal newlines, as ``open()`` reads
+text), without the line break. A line longer than ``max_line_bytes`` (default
+:data:`MAX_LINE_BYTES`, ``--max-line-bytes``) is never held in memory: its bytes are dropped as
+they arrive and the line is replaced by :data:`TOO_LONG`, which readers count as one malformed
+line ("line N: longer than the limit of M bytes"); later line numbers stay exact. Text for the
+readers that want ``str`` lines is UTF-8 with undecodable bytes replaced, so binary garbage
+becomes malformed lines, not a ``UnicodeDecodeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+__all__ = ["MAX_LINE_BYTES", "TOO_LONG", "TOO_LONG_TEXT", "LineSource", "long_line_problem"]
+
+MAX_LINE_BYTES = 1 << 20
+"""The longest line a reader accepts (1 MiB; a kvm_exit line is ~100-200 bytes)."""
+
+TOO_LONG = b"\n(line too long)\n"
+"""Stands in for an over-long line (compared by identity; no split line holds a line break)."""
+TOO_LONG_TEXT = "\n(line too long)\n"
+"""The same for ``str`` lines."""
+
+
+def long_line_problem(limit: int) -> str:
+    """The malformed-line message of an over-long line."""
+    return f"line longer than the limit of {limit:,} bytes (--max-line-bytes)"
+
+
+class LineSource:
+    """The lines of a stream of byte blocks, in lists (one list per block)."""
+
+    def __init__(self, blocks: Iterable[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self.max_line_bytes = max_line_bytes
+        self._blocks = iter(blocks)
+        self._held: list[list[bytes]] = []  # lists peeked at by head(), handed out first
+        self._rest: Iterator[list[bytes]] | None = None
+
+    def head(self, count: int) -> list[bytes]:
+        """The first ``count`` lines (or fewer); they are still handed out by :meth:`lists`."""
+        lines: list[bytes] = []
+        for held in self._held:
+            lines.extend(held)
+        source = self._rest or self._split()
+        while len(lines) < count:
+            piece = next(source, None)
+            if piece is None:
+                break
+            self._held.append(piece)
+            lines.extend(piece)
+        self._rest = source
+        return lines[:count]
+
+    def lists(self) -> Iterator[list[bytes]]:
+        """Every line, in lists of consecutive lines."""
+        held, self._held = self._held, []
+        yield from held
+        yield from self._rest or self._split()
+
+    def text(self) -> Iterator[str]:
+        """Every line as ``str`` (``TOO_LONG_TEXT`` for an over-long one)."""
+        for piece in self.lists():
+            for line in piece:
+                yield TOO_LONG_TEXT if line is TOO_LONG else line.decode("utf-8", "replace")
+
+    def _split(self) -> Iterator[list[bytes]]:
+        limit = self.max_line_bytes
+        carry = b""
+        dropping = False  # inside an over-long line: drop bytes up to its end
+        skip_lf = False  # the dropped line ended with \r at the end of a block
+        for block in self._blocks:
+            if skip_lf:
+                skip_lf, block = False, block[1:] if block.startswith(b"\n") else block
+            if dropping:
+                end = _first_break(block)
+                if end < 0:
+                    continue
+                if block[end] == 13 and end == len(block) - 1:
+                    skip_lf = True
+                skip = 2 if block.startswith(b"\r\n", end) else 1
+                block, dropping, carry = block[end + skip :], False, b""
+                yield [TOO_LONG]
+            data = carry + block if carry else block
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+            if cut >= 0 and cut == len(data) - 1 and data[cut] == 13:  # may pair with a \n next
+                cut = max(data.rfind(b"\n", 0, cut), data.rfind(b"\r", 0, cut))
+            if cut < 0:
+                carry = data
+                if len(carry) - carry.endswith(b"\r") > limit:
+                    if carry.endswith(b"\r"):  # the line has ended: a \n may follow
+                        skip_lf = True
+                        yield [TOO_LONG]
+                    else:
+                        dropping = True
+                    carry = b""
+                continue
+            whole, carry = data[:cut], data[cut + 1 :]
+            if data[cut] == 10 and whole.endswith(b"\r"):
+                whole = whole[:-1]
+            if b"\r" in whole:
+                whole = whole.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = whole.split(b"\n")
+            if max(map(len, lines)) > limit:
+                lines = [TOO_LONG if len(line) > limit else line for line in lines]
+            if len(carry) - carry.endswith(b"\r") > limit:
+                if carry.endswith(b"\r"):
+                    skip_lf = True
+                    lines.append(TOO_LONG)
+                else:
+                    dropping = True
+                carry = b""
+            yield lines
+        if dropping:
+            yield [TOO_LONG]
+        elif carry:
+            if b"\r" in carry:
+                carry = carry.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = carry.split(b"\n")
+            if not lines[-1]:  # the text ended with a lone \r: no empty line after it
+                lines.pop()
+            yield [TOO_LONG if len(line) > limit else line for line in lines]
+
+
+def _first_break(block: bytes) -> int:
+    ends = [k for k in (block.find(b"\n"), block.find(b"\r")) if k >= 0]
+    return min(ends) if ends else -1
