@@ -60,6 +60,10 @@ def _answers(url: str) -> bool:
 def prometheus_config(target: str, scrape_interval: str) -> dict[str, Any]:
     """The shipped configuration, scraping ``target`` as job vmxsim every ``scrape_interval``."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    # the rule files, relative to the shipped config's folder, wherever this copy is written
+    config["rule_files"] = [
+        str(PROMETHEUS_CONFIG.parent / name) for name in config.get("rule_files", [])
+    ]
     config["global"].update(scrape_interval=scrape_interval, evaluation_interval=scrape_interval)
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == JOB]
     job["static_configs"] = [{"targets": [target]}]

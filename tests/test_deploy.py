@@ -198,3 +198,27 @@ def test_kustomize_renders_the_base_without_the_optional_podmonitor() -> None:
     assert sorted(doc["kind"] for doc in docs) == ["NetworkPolicy", "Service", "StatefulSet"]
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "vmxsim"
+
+
+def test_the_locust_manifest_validates_and_matches_the_statefulset() -> None:
+    """deploy/load/kubernetes.yaml (docs/walkthrough.md): master Job + Service, worker
+    Deployment, valid for Kubernetes 1.32; the master's hosts are the StatefulSet's pods."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    docs = load_all(DEPLOY / "load/kubernetes.yaml")
+    assert sorted(doc["kind"] for doc in docs) == ["Deployment", "Job", "Service"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    kinds = {doc["kind"]: doc for doc in docs}
+    (master,) = kinds["Job"]["spec"]["template"]["spec"]["containers"]
+    (worker,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert "--master" in master["args"] and "--worker" in worker["args"]
+    assert "--master-host=locust-master" in worker["args"]
+    assert kinds["Service"]["metadata"]["name"] == "locust-master"
+    assert (
+        kinds["Service"]["spec"]["selector"]
+        == kinds["Job"]["spec"]["template"]["metadata"]["labels"]
+    )
+    statefulset = by_kind("StatefulSet")
+    replicas, service = statefulset["spec"]["replicas"], statefulset["spec"]["serviceName"]
+    (hosts,) = [a.split("=", 1)[1] for a in master["args"] if a.startswith("--host=")]
+    assert hosts.split(",") == [f"vmxsim-{i}.{service}:50051" for i in range(replicas)]

@@ -72,6 +72,10 @@ def _valid_requests() -> dict[str, list[Message]]:
             ),
         ],
         "ValidState": [pb.ValidStateRequest(vcpu_id="vcpu-1", overrides={"GUEST_RIP": 7})],
+        # Discovery (page tokens are fuzzed through every List request's page_token)
+        "ListProfiles": [pb.ListProfilesRequest(page_size=1, page_token="e30")],
+        "ListMixes": [pb.ListMixesRequest(page_size=2)],
+        "ListL0Models": [pb.ListL0ModelsRequest()],
     }
 
 
@@ -83,6 +87,7 @@ _SCALARS: dict[int, st.SearchStrategy[Any]] = {
     d.FieldDescriptor.TYPE_STRING: st.one_of(st.sampled_from(IDS), st.text(max_size=12)),
     d.FieldDescriptor.TYPE_BYTES: st.binary(max_size=40),
     d.FieldDescriptor.TYPE_DOUBLE: st.floats(allow_nan=True),
+    d.FieldDescriptor.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),  # page_size
     d.FieldDescriptor.TYPE_UINT32: st.integers(0, 2**32 - 1),
     d.FieldDescriptor.TYPE_UINT64: st.one_of(st.integers(0, 2**16), st.integers(0, 2**64 - 1)),
     d.FieldDescriptor.TYPE_ENUM: st.integers(0, 5),

@@ -103,7 +103,7 @@ def test_locustfile_runs_headless_without_failures(
 ) -> None:
     # a subprocess: locust monkey-patches the process with gevent
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "4",
-               "-r", "4", "-t", "3s", "--host", ",".join(s.address for s in two_servers), "--csv",
+               "-r", "4", "-t", "6s", "--host", ",".join(s.address for s in two_servers), "--csv",
                str(tmp_path / "out"), "--only-summary", "--loglevel", "WARNING"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -24,10 +24,12 @@ from prometheus_stack import (
     dashboard_queries,
     environment_problem,
     http_get,
+    wait_until,
 )
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
+from vmxsim_client.client import Client
 
 PROBLEM = environment_problem()
 pytestmark = pytest.mark.skipif(
@@ -42,6 +44,9 @@ def one_round(stack: Stack, number: int) -> None:
     for profile, mode, exits in RUNS:
         summary = stack.replay(profile, mode, exits, seed=number)
         assert summary["exits"] + sum(summary["panics"].values()) == exits
+    with Client(stack.grpc_address) as client:
+        # a vCPU that stays (the vCPU and VM gauges), made by unary calls (their latency panel)
+        client.get_vcpu(client.create_vcpu(profile="kvm").id)
     # an INVALID_ARGUMENT for the errors panel (the typed client refuses the name before sending)
     with grpc.insecure_channel(stack.grpc_address) as channel:
         start = pb.ReplayRequest(start=pb.ReplayStart(profile="no-such-profile"))
@@ -167,3 +172,53 @@ def test_every_documented_query_is_valid_promql(stack: Stack) -> None:
         stack.query(query)  # raises when Prometheus does not answer "success"
     slowdown = next(q for q in queries if "/ on ()" in q)
     assert stack.scalar(slowdown) > 1  # haxm-legacy's exits cost more than kvm's, nested
+
+
+# --- rules.yml on live data ------------------------------------------------------------------
+
+
+def recorded(stack: Stack, expr: str, minimum: int = 1) -> dict[str, float]:
+    """A recording rule's values by their labels, once at least ``minimum`` are finite (rules
+    run every evaluation interval, 1 s here, and a rule on another group's records one later)."""
+    values: dict[str, float] = {}
+
+    def ready() -> bool:
+        values.clear()
+        for r in stack.query(expr):
+            values[
+                ",".join(f"{k}={v}" for k, v in sorted(r["metric"].items()) if k != "__name__")
+            ] = float(r["value"][1])
+        return sum(math.isfinite(v) for v in values.values()) >= minimum
+
+    wait_until(ready, 20, f"{minimum} finite values of {expr}")
+    return values
+
+
+def test_the_rules_load_and_record_the_headline_ratios(stack: Stack) -> None:
+    groups = stack.api("rules")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert {"vmxsim-per-exit", "vmxsim-ratios", "vmxsim-grpc", "vmxsim-alerts"} <= {
+        g["name"] for g in groups
+    }
+    assert all(rule["health"] == "ok" for rule in rules), [r for r in rules if r["health"] != "ok"]
+    means = recorded(stack, "profile_mode:vmxsim_vmreads_per_exit:mean5m", 3)
+    assert 6 <= means["mode=nested,profile=kvm"] <= 10
+    assert 32 <= means["mode=nested,profile=haxm-legacy"] <= 33
+    nested = recorded(stack, "profile:vmxsim_exit_handling_simulated_seconds:nested_over_native")
+    assert nested["profile=kvm"] > 2  # every VMREAD/VMWRITE traps to L0
+    haxm = recorded(stack, "mode:vmxsim_exit_handling_simulated_seconds:haxm_legacy_over_kvm")
+    assert haxm["mode=nested"] > 1.5  # the seed: HAXM nested is the slow one
+    p99 = recorded(stack, "profile:vmxsim_vmreads_per_exit:p99_5m", 2)
+    assert 32 <= p99["profile=haxm-legacy"] <= 34
+    slots = recorded(stack, "instance:vmxsim_streams:ratio_of_limit")
+    (ratio,) = slots.values()  # open streams / 64 slots: at most the last replay's one
+    assert 0 <= ratio <= 1 / 64 and (ratio * 64).is_integer()
+    alerts = stack.api("alerts")["alerts"]
+    assert not [a for a in alerts if a["labels"]["alertname"] == "VmxsimTargetDown"]
+
+
+def test_process_metrics_are_on_the_server_registry(stack: Stack) -> None:
+    assert stack.scalar('process_resident_memory_bytes{job="vmxsim"}') > 10e6
+    assert stack.scalar('process_cpu_seconds_total{job="vmxsim"}') > 0
+    assert stack.query('python_info{job="vmxsim"}')
+    assert stack.scalar('vmxsim_limit{limit="max_streams"}') == 64

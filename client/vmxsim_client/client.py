@@ -37,6 +37,7 @@ from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from . import calls
 from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION
+from .connection import retry_channel_options
 from .diagnoses import Capabilities as DiagnoseCapabilities
 from .diagnoses import diagnose_request, diagnosis_doc
 from .instructions import Instruction, InstructionResult
@@ -64,6 +65,8 @@ CHANNEL_OPTIONS = (
     # reconnect soon after a server restart (gRPC's default backoff grows to 120 s)
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # retries of the idempotent unary RPCs on UNAVAILABLE (connection.SERVICE_CONFIG)
+    *retry_channel_options(),
 )
 """Options of every channel the client opens (grpc's keep-alive example style: in one place)."""
 
@@ -83,6 +86,11 @@ def _pem(value: Pem | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     return Path(value).read_bytes()
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The call metadata that carries ``token`` (None without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else None
 
 
 def open_channel(
@@ -152,7 +160,7 @@ class Connection:
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata = bearer_metadata(token)
         self._channel = open_channel(self.transport, target, tls_ca, tls_cert, tls_key, tls)
         self._stub = pb_grpc.VcpuServiceStub(self._channel)
 

@@ -17,11 +17,17 @@ __all__ = ["connect"]
 
 
 @contextmanager
-def connect(server: str | None, timeout: float = 30.0, **security: Any) -> Iterator[Client]:
+def connect(
+    server: str | None,
+    timeout: float = 30.0,
+    metrics_listen: str | None = None,
+    **security: Any,
+) -> Iterator[Client]:
     """A ``Client`` to ``server`` ("HOST:PORT"), or to a fresh in-process server when None.
 
     ``security`` (``Client``'s ``tls``, ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``)
     applies to ``server`` only: the in-process server listens on loopback, in plaintext.
+    ``metrics_listen`` ("HOST:PORT") serves the in-process server's ``/metrics`` there.
     """
     if server:
         with Client(server, timeout=timeout, **security) as client:
@@ -32,7 +38,9 @@ def connect(server: str | None, timeout: float = 30.0, **security: Any) -> Itera
     from vmxsim_server.config import ServerConfig
 
     with (
-        start_background(ServerConfig(listen="127.0.0.1:0", metrics_listen=None)) as background,
+        start_background(
+            ServerConfig(listen="127.0.0.1:0", metrics_listen=metrics_listen)
+        ) as background,
         Client(background.address, timeout=timeout) as client,
     ):
         yield client

@@ -17,6 +17,13 @@ Drive stream counts as one request whose response length is its number of batche
 gRPC's sync API is made gevent-cooperative by ``grpc.experimental.gevent.init_gevent()``, which
 must run before any channel exists; this file therefore uses raw stubs on its own channels.
 Environment: VMXSIM_LOAD_PROFILE (default kvm), VMXSIM_LOAD_MODE (default native).
+
+TLS and tokens: the options and environment variables of every vmxsim command
+(client/vmxsim_client/connection.py) on Locust's command line, prefixed ``--vmxsim-`` because
+Locust's own ``--tls-cert``/``--tls-key`` secure its web UI: ``--vmxsim-tls``,
+``--vmxsim-tls-ca FILE`` (env VMXSIM_TLS_CA), ``--vmxsim-tls-cert``/``--vmxsim-tls-key FILE``
+(mutual TLS), ``--vmxsim-token-file FILE`` (env VMXSIM_TOKEN_FILE, or VMXSIM_TOKEN: the token).
+Each worker reads its own: give them to every ``--worker`` too, or set the environment.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import grpc  # noqa: E402
-from locust import User, constant, task  # noqa: E402
+from locust import User, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from vmxsim.v1 import vmxsim_pb2 as pb  # noqa: E402
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc  # noqa: E402
+from vmxsim_client.client import bearer_metadata, open_channel  # noqa: E402
+from vmxsim_client.connection import add_connection_options, client_kwargs  # noqa: E402
 from vmxsim_client.instructions import Instruction  # noqa: E402
 from vmxsim_client.wire import exit_batches, mode_to_pb  # noqa: E402
 from vmxsim_server.vmx.mixes import load_mix, synthesize  # noqa: E402
@@ -48,12 +57,30 @@ BATCH_SIZE = 1024
 TIMEOUT_SECONDS = 30.0
 CLEANUP_ATTEMPTS = 50
 DEFAULT_HOST = "127.0.0.1:50051"
+PREFIX = "vmxsim-"
+"""Before vmxsim's connection options on Locust's command line (Locust has a --tls-cert)."""
 VMXON_REGION, VMCS_REGION = 0x1000, 0x2000
 BATCHES = list(exit_batches(synthesize(load_mix("linux-boot"), EXITS_PER_STREAM, 0), BATCH_SIZE))
 """The exits of every Drive stream, packed once."""
 _USER_NUMBERS = itertools.count()
 ENTER_VMX = (("REVID", VMXON_REGION), ("VMXON", VMXON_REGION), ("REVID", VMCS_REGION),
              ("VMCLEAR", VMCS_REGION), ("VMPTRLD", VMCS_REGION))  # fmt: skip
+
+
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
+def _connection_options(parser: Any) -> None:
+    """vmxsim's TLS and token options on Locust's command line."""
+    add_connection_options(parser, prefix=PREFIX)
+
+
+def _channel(environment: Environment, target: str) -> tuple[grpc.Channel, Any]:
+    """A channel to ``target`` as the command line says (TLS or not), and the call metadata
+    (the bearer token, or None)."""
+    parsed = environment.parsed_options
+    options = client_kwargs(parsed, prefix=PREFIX) if parsed else {}
+    tls = (options.get("tls_ca"), options.get("tls_cert"), options.get("tls_key"))
+    channel = open_channel(grpc, target, *tls, bool(options.get("tls")))
+    return channel, bearer_metadata(options.get("token"))
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
@@ -113,19 +140,19 @@ class VmxsimUser(User):
     def on_start(self) -> None:
         targets = (self.host or DEFAULT_HOST).split(",")
         self.target = targets[next(_USER_NUMBERS) % len(targets)].strip()
-        self.raw_channel = grpc.insecure_channel(self.target)
+        self.raw_channel, self.metadata = _channel(self.environment, self.target)
         channel = grpc.intercept_channel(self.raw_channel, LocustInterceptor(self.environment))
         self.stub = pb_grpc.VcpuServiceStub(channel)
         request = pb.CreateVcpuRequest(profile=PROFILE, mode=mode_to_pb(MODE))
-        driven = self.stub.CreateVcpu(request, timeout=TIMEOUT_SECONDS).vcpu
+        call = {"timeout": TIMEOUT_SECONDS, "metadata": self.metadata}
+        driven = self.stub.CreateVcpu(request, **call).vcpu
         self.vcpu_id, self.vm_id = driven.vcpu_id, driven.vm_id
         # a second vCPU of the same VM, in VMX root operation with a current VMCS, for VMREADs
         request.vm_id = self.vm_id
-        reader = self.stub.CreateVcpu(request, timeout=TIMEOUT_SECONDS).vcpu.vcpu_id
+        reader = self.stub.CreateVcpu(request, **call).vcpu.vcpu_id
         setup = [Instruction(op, (operand,)).to_pb() for op, operand in ENTER_VMX]
         self.stub.Execute(
-            pb.ExecuteRequest(vcpu_id=reader, instructions=setup, stop_on_failure=True),
-            timeout=TIMEOUT_SECONDS,
+            pb.ExecuteRequest(vcpu_id=reader, instructions=setup, stop_on_failure=True), **call
         )
         self.vmread = pb.ExecuteRequest(
             vcpu_id=reader, instructions=[Instruction("VMREAD", ("GUEST_RIP",)).to_pb()]
@@ -135,11 +162,16 @@ class VmxsimUser(User):
         """Delete the VM, outside the statistics; a Drive stream that the stop interrupted
         may hold the vCPU for a moment after its channel closed."""
         self.raw_channel.close()
-        with grpc.insecure_channel(self.target) as channel:
+        channel, metadata = _channel(self.environment, self.target)
+        with channel:
             stub = pb_grpc.VcpuServiceStub(channel)
             for _ in range(CLEANUP_ATTEMPTS):
                 try:
-                    stub.DeleteVm(pb.DeleteVmRequest(vm_id=self.vm_id), timeout=TIMEOUT_SECONDS)
+                    stub.DeleteVm(
+                        pb.DeleteVmRequest(vm_id=self.vm_id),
+                        timeout=TIMEOUT_SECONDS,
+                        metadata=metadata,
+                    )
                     return
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
@@ -154,10 +186,13 @@ class VmxsimUser(User):
     @task(5)
     def drive(self) -> None:
         """One Drive stream of EXITS_PER_STREAM exits in batches of BATCH_SIZE."""
-        for _ in self.stub.Drive(self._drive_requests(), timeout=TIMEOUT_SECONDS):
+        drive = self.stub.Drive(
+            self._drive_requests(), timeout=TIMEOUT_SECONDS, metadata=self.metadata
+        )
+        for _ in drive:
             pass
 
     @task(1)
     def read_guest_rip(self) -> None:
         """One unary Execute with one VMREAD."""
-        self.stub.Execute(self.vmread, timeout=TIMEOUT_SECONDS)
+        self.stub.Execute(self.vmread, timeout=TIMEOUT_SECONDS, metadata=self.metadata)

@@ -7,10 +7,11 @@
 - ``start_background(config)``: the same server on a daemon thread with its own event loop, for
   the CLI's embedded default (DESIGN.md "One code path") and for tests; returns once serving.
 
-Health (``grpc.health.v1``) answers for ``""`` and ``vmxsim.v1.VcpuService``; reflection lists
-both services and itself. TLS, mutual TLS and bearer tokens: security.py. With a state
-directory (state.py) the vCPUs saved there are restored before serving, saved every
-``snapshot_interval_seconds`` and at shutdown, and replays can be resumed after a crash.
+Health (``grpc.health.v1``) answers for ``""`` and ``vmxsim.v1.VcpuService``; reflection (v1 and
+v1alpha, reflection.py) lists both services and itself. TLS, mutual TLS and bearer tokens:
+security.py. With a state directory (state.py) the vCPUs saved there are restored before
+serving, saved every ``snapshot_interval_seconds`` and at shutdown, and replays can be resumed
+after a crash.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from typing import Any
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
@@ -37,6 +37,7 @@ from .config import ServerConfig, is_loopback
 from .limits import LIMITS
 from .metrics import ServerMetrics
 from .observe import NULL_OBSERVER, Observer
+from .reflection import enable_reflection
 from .registry import Registry
 from .request_limits import RequestSizeInterceptor
 from .security import AuthInterceptor, metrics_tls, server_credentials
@@ -239,6 +240,10 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
     registry = Registry(observer=observer, **limits)
     state = await asyncio.to_thread(_open_state, config, registry)
     service = VcpuService(registry, config, state, auth)
+    if metrics is not None:
+        limits = {"max_vcpus": config.max_vcpus, "max_streams": config.max_streams,
+                  "max_batch_exits": config.max_batch_exits}  # fmt: skip
+        metrics.watch_limits(lambda: len(service.streams.active), limits)
     # metrics first, so it sees the status codes the others set; then who may call at all
     interceptors: list[aio.ServerInterceptor] = [
         ErrorInterceptor(f"/{SERVICE_NAME}/"),
@@ -255,9 +260,7 @@ async def _start(config: ServerConfig, observer: Observer) -> _Running:
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_name, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health_name), server)
     try:
         if credentials is None:
             port = server.add_insecure_port(config.listen)

@@ -35,8 +35,9 @@ async def idle_bounded(requests: AsyncIterator[T], seconds: float) -> AsyncItera
             return
         except TimeoutError:
             raise LimitExceeded(
-                limit_error("stream_idle_seconds", seconds, "this stream sent nothing for longer")
-            ) from None
+                limit_error("stream_idle_seconds", seconds, "this stream sent nothing for longer"),
+                quota="stream_idle_seconds", limit=seconds,
+            ) from None  # fmt: skip
         yield request
 
 

@@ -25,6 +25,9 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     start_http_server,
 )
@@ -354,7 +357,24 @@ class ServerMetrics:
             else _Both(self.metrics_observer, observer)
         )
         self.interceptor = RpcMetricsInterceptor(self.registry)
+        # the process_* (CPU, memory, file descriptors), python_info and python_gc_* series of
+        # the default registry, on this server's own one
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.http: MetricsServer | None = None
+
+    def watch_limits(self, open_streams: Callable[[], int], limits: dict[str, int]) -> None:
+        """Export the open Drive/Replay streams (read at scrape time) and the configured
+        ``limits`` (e.g. ``max_streams``), so alerts can compare the two."""
+        streams = Gauge("vmxsim_streams", "Drive and Replay streams open", registry=self.registry)
+        streams.set_function(lambda: float(open_streams()))
+        limit = Gauge(
+            "vmxsim_limit", "A configured limit of the server, by name", ("limit",),
+            registry=self.registry,
+        )  # fmt: skip
+        for name, value in limits.items():
+            limit.labels(name).set(value)
 
     def start(self) -> int:
         """Start serving ``/metrics``; returns the bound port (logged)."""

@@ -30,7 +30,7 @@ class Quotas:
         """``LimitExceeded`` when ``value`` is above the limit ``name``."""
         limit = self.limits[name]
         if value > limit:
-            raise LimitExceeded(limit_error(name, limit, what))
+            raise LimitExceeded(limit_error(name, limit, what), quota=name, limit=limit)
 
     def memory(
         self,

@@ -106,7 +106,9 @@ def _profile(name: str) -> Profile:
     name = name or DEFAULT_PROFILE
     known = available_profiles()
     if name not in known:
-        raise InvalidArgument(f"unknown profile {name!r} (known: {', '.join(known)})")
+        raise InvalidArgument(
+            f"unknown profile {name!r} (known: {', '.join(known)})", field="profile"
+        )
     return load_profile(name)
 
 
@@ -157,7 +159,7 @@ class Registry:
         """A new empty VM (``maxphyaddr`` 0 = the default capabilities' 46)."""
         maxphyaddr = maxphyaddr or Capabilities().maxphyaddr
         if not 32 <= maxphyaddr <= 52:
-            raise InvalidArgument(f"MAXPHYADDR {maxphyaddr} is outside 32..52")
+            raise InvalidArgument(f"MAXPHYADDR {maxphyaddr} is outside 32..52", field="maxphyaddr")
         with self._lock:
             vm = self._add_vm(maxphyaddr, owner=caller.identity)
         self._counts_changed()
@@ -165,7 +167,10 @@ class Registry:
 
     def _add_vm(self, maxphyaddr: int, vm_id: str = "", owner: str = "") -> VmEntry:
         if len(self._vms) >= self.max_vcpus:
-            raise LimitExceeded(f"this server holds at most {self.max_vcpus} VMs")
+            raise LimitExceeded(
+                f"this server holds at most {self.max_vcpus} VMs", quota="max_vms",
+                limit=self.max_vcpus,
+            )  # fmt: skip
         if owner:
             held = self._vms_of[owner] + 1
             self.quotas.check("max_vcpus_per_client", held, f"this client would hold {held} VMs")
@@ -199,7 +204,9 @@ class Registry:
     def _vm(self, vm_id: str, caller: Caller = ANYONE) -> VmEntry:
         vm = self._vms.get(vm_id)
         if vm is None or not caller.may_see(vm.owner):
-            raise NotFound(f"no VM {vm_id!r} on this server")
+            raise NotFound(
+                f"no VM {vm_id!r} on this server", resource_type="vm", resource_name=vm_id
+            )
         return vm
 
     def delete_vm(self, vm_id: str, caller: Caller = ANYONE) -> list[str]:
@@ -274,7 +281,10 @@ class Registry:
     ) -> VcpuEntry:
         """Register a vCPU (caller holds ``_lock``); a new VM when ``vm`` is None."""
         if len(self._vcpus) >= self.max_vcpus:
-            raise LimitExceeded(f"this server holds at most {self.max_vcpus} vCPUs")
+            raise LimitExceeded(
+                f"this server holds at most {self.max_vcpus} vCPUs", quota="max_vcpus",
+                limit=self.max_vcpus,
+            )  # fmt: skip
         if owner:
             held = self._vcpus_of[owner] + 1
             self.quotas.check("max_vcpus_per_client", held, f"this client would hold {held} vCPUs")
@@ -318,7 +328,10 @@ class Registry:
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
         if entry is None or not caller.may_see(entry.owner):
-            raise NotFound(f"no vCPU {vcpu_id!r} on this server")
+            raise NotFound(
+                f"no vCPU {vcpu_id!r} on this server", resource_type="vcpu",
+                resource_name=vcpu_id,
+            )  # fmt: skip
         return entry
 
     def delete_vcpu(self, vcpu_id: str, force: bool = False, caller: Caller = ANYONE) -> None:
@@ -327,7 +340,10 @@ class Registry:
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
             if entry is None or not caller.may_see(entry.owner):
-                raise NotFound(f"no vCPU {vcpu_id!r} on this server")
+                raise NotFound(
+                    f"no vCPU {vcpu_id!r} on this server", resource_type="vcpu",
+                    resource_name=vcpu_id,
+                )  # fmt: skip
             if entry.streaming and not force:
                 raise StateError(f"{vcpu_id} is driven by a stream; end the stream first")
             self._drop_vcpu(entry)
@@ -350,8 +366,9 @@ class Registry:
         with self._lock:
             if self._streams >= self.max_streams:
                 raise LimitExceeded(
-                    f"this server serves at most {self.max_streams} streams at once"
-                )
+                    f"this server serves at most {self.max_streams} streams at once",
+                    quota="max_streams", limit=self.max_streams,
+                )  # fmt: skip
             held = self._streams_of[identity] + 1
             if identity:
                 self.quotas.check(
@@ -372,7 +389,10 @@ class Registry:
         with self._lock:
             entry = self._vcpus.get(vcpu_id)
             if entry is None or not caller.may_see(entry.owner):
-                raise NotFound(f"no vCPU {vcpu_id!r} on this server")
+                raise NotFound(
+                    f"no vCPU {vcpu_id!r} on this server", resource_type="vcpu",
+                    resource_name=vcpu_id,
+                )  # fmt: skip
             if entry.streaming:
                 raise StateError(f"{vcpu_id} is already driven by another stream")
             entry.streaming = True

@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from vmxsim.v1 import vmxsim_pb2 as pb
 
 from .config import ConfigError, ServerConfig
+from .reflection import V1_SERVICE_NAME
 from .status import Continuation
 from .tenancy import Caller, Token, find_token, identity_of_peer, parse_token_line
 
@@ -55,7 +56,7 @@ READ_ONLY_METHODS = frozenset(
     if method.name.startswith(("List", "Get"))
 )
 """The vmxsim methods a read-only token may call: those that only read (List*, Get*)."""
-_READ_ONLY_SERVICES = frozenset({reflection.SERVICE_NAME})
+_READ_ONLY_SERVICES = frozenset({reflection.SERVICE_NAME, V1_SERVICE_NAME})  # both reflections
 
 
 def _read(path: str, what: str) -> bytes:

@@ -34,7 +34,9 @@ from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from .bounds import add_count_maps, add_counts, deadline_of, idle_bounded
 from .config import ServerConfig
+from .discovery import DiscoveryMethods
 from .execute import check_size, execute
+from .paging import numbered_key, paginate
 from .registry import Registry, VcpuEntry
 from .replays import ReplayRun, bring_back, checkpoint_bytes, rolled_back
 from .security import AuthInterceptor, caller_of
@@ -128,8 +130,8 @@ def _check_deadline(context: Context, info: StreamInfo) -> None:
         raise TimeoutError(f"deadline exceeded after {info.batches} batches ({info.exits} exits)")
 
 
-class VcpuService(pb_grpc.VcpuServiceServicer):
-    """vmxsim's one gRPC service over a ``Registry``."""
+class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
+    """vmxsim's one gRPC service over a ``Registry`` (discovery.py: the Discovery RPCs)."""
 
     def __init__(
         self,
@@ -183,7 +185,12 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
 
     async def ListVms(self, request: pb.ListVmsRequest, context: Context) -> pb.ListVmsResponse:
         vms = self.registry.list_vms(self._caller(context))
-        return pb.ListVmsResponse(vms=[vm_message(vm) for vm in vms])
+        page = paginate(
+            vms, lambda vm: numbered_key(vm.vm_id), request.page_size, request.page_token, "ListVms"
+        )
+        return pb.ListVmsResponse(
+            vms=[vm_message(vm) for vm in page.items], next_page_token=page.next_page_token
+        )
 
     async def DeleteVm(self, request: pb.DeleteVmRequest, context: Context) -> pb.DeleteVmResponse:
         deleted = self.registry.delete_vm(request.vm_id, self._caller(context))
@@ -213,8 +220,18 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
     async def ListVcpus(
         self, request: pb.ListVcpusRequest, context: Context
     ) -> pb.ListVcpusResponse:
-        entries = self.registry.list_vcpus(request.vm_id, self._caller(context))
-        return pb.ListVcpusResponse(vcpus=[vcpu_message(entry) for entry in entries])
+        page = paginate(
+            self.registry.list_vcpus(request.vm_id, self._caller(context)),
+            lambda entry: numbered_key(entry.vcpu_id),
+            request.page_size,
+            request.page_token,
+            "ListVcpus",
+            scope=request.vm_id,
+        )
+        return pb.ListVcpusResponse(
+            vcpus=[vcpu_message(entry) for entry in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     async def GetVcpu(self, request: pb.GetVcpuRequest, context: Context) -> pb.GetVcpuResponse:
         entry = self.registry.get(request.vcpu_id, self._caller(context))
@@ -270,7 +287,7 @@ class VcpuService(pb_grpc.VcpuServiceServicer):
             if first is None:
                 return
             if not first.vcpu_id:
-                raise InvalidArgument("the first DriveRequest must name a vcpu_id")
+                raise InvalidArgument("the first DriveRequest must name a vcpu_id", field="vcpu_id")
             with self.registry.claim(first.vcpu_id, caller) as entry:
                 info.vcpu_id = entry.vcpu_id
                 request: pb.DriveRequest | None = first

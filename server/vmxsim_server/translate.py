@@ -53,7 +53,7 @@ def mode_from_pb(value: int) -> str:
     name: str | None = _MODE_FROM_PB.get(value)  # type: ignore[call-overload]
     if name is None:
         known = ", ".join(pb.LatencyMode.Name(v) for v in _MODE_TO_PB.values())
-        raise InvalidArgument(f"unknown latency mode {value} (known: {known})")
+        raise InvalidArgument(f"unknown latency mode {value} (known: {known})", field="mode")
     return name
 
 
@@ -104,7 +104,10 @@ def exit_batch(message: pb.ExitBatch, max_exits: int) -> ExitBatch:
     packed_reason = message.reason_packed
     n = len(packed_reason) // 8 if packed_reason else len(message.reason)
     if n > max_exits:
-        raise LimitExceeded(f"batch {message.sequence} has {n} exits; the limit is {max_exits}")
+        raise LimitExceeded(
+            f"batch {message.sequence} has {n} exits; the limit is {max_exits}",
+            quota="max_batch_exits", limit=max_exits,
+        )  # fmt: skip
     reason = _column(message, "reason", "Q")
     columns = {name: _column(message, name, "d" if name == "timestamp" else "Q")
                for name in _BATCH_COLUMNS}  # fmt: skip

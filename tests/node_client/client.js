@@ -4,21 +4,10 @@
 // it back by encoding and by name; prints {"vcpu": ..., "results": [...]} as one JSON line.
 "use strict";
 
-const grpc = require("@grpc/grpc-js");
-const protoLoader = require("@grpc/proto-loader");
-const path = require("path");
+const { connect } = require("./vmxsim");
 
 const [address, protoFile] = process.argv.slice(2);
-const definition = protoLoader.loadSync(protoFile, {
-  keepCase: true,
-  longs: String, // uint64 values stay exact
-  enums: String,
-  defaults: true,
-  oneofs: true,
-  includeDirs: [path.resolve(path.dirname(protoFile), "..", "..")],
-});
-const vmxsim = grpc.loadPackageDefinition(definition).vmxsim.v1;
-const service = new vmxsim.VcpuService(address, grpc.credentials.createInsecure());
+const service = connect(address, protoFile);
 
 function call(method, request) {
   return new Promise((resolve, reject) => {

@@ -4,7 +4,8 @@ N simulated clients (one gRPC channel each) drive M vCPUs each with batched Driv
 for a duration or an exit count, against one server or several (vCPUs sharded round robin
 over the targets). Reports exits/s, per-batch round-trip percentiles (HdrHistogram), errors by
 status code, and the servers' own counts (GetStats, summed), which must equal the clients'.
-Exit status 1 when any stream failed or the counts differ. Logic: load.py.
+Exit status 1 when any stream failed or the counts differ. TLS and tokens: the options of every
+remote command (connection.py). Logic: load/runner.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..connection import add_connection_options, client_kwargs
 from ..errors import CliError
 from ..load.runner import (
     MAX_CLIENTS,
@@ -55,6 +57,8 @@ def _plan(args: argparse.Namespace) -> LoadPlan:
         processes=args.processes,
         allow_remote=args.allow_remote,
         timeout=args.timeout,
+        security=client_kwargs(args),
+        metrics_listen=args.metrics_listen,
     )
 
 
@@ -118,6 +122,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--allow-remote", action="store_true", help="allow targets that are not loopback"
+    )
+    add_connection_options(p)
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve the load clients' own Prometheus metrics (batch round trips, exits, stream"
+        " errors) at http://HOST:PORT/metrics while the run lasts (needs --processes 1)",
     )
     p.add_argument("--clients", type=int, default=1, help=f"simulated clients (1..{MAX_CLIENTS})")
     p.add_argument(

@@ -61,12 +61,21 @@ def add_server_options(parser: argparse.ArgumentParser, json_output: bool = True
     )
     if json_output:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="without --server: serve the in-process server's Prometheus metrics at "
+        "http://HOST:PORT/metrics while the command runs",
+    )
     add_connection_options(parser)
 
 
 def client_from_args(args: argparse.Namespace) -> AbstractContextManager[Client]:
     """The client the options ask for (remote, or an in-process server)."""
-    return connect(args.server, timeout=args.timeout, **client_kwargs(args))
+    metrics = getattr(args, "metrics_listen", None)
+    if metrics and args.server:
+        raise CliError("--metrics-listen is for the in-process server; a --server has its own")
+    return connect(args.server, timeout=args.timeout, metrics_listen=metrics, **client_kwargs(args))
 
 
 def rpc_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

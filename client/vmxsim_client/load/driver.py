@@ -18,15 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 
-from ..client import CHANNEL_OPTIONS
+from ..client import bearer_metadata, open_channel
 from .sharding import split_qualified
+
+if TYPE_CHECKING:
+    from .metrics import LoadMetrics
 
 __all__ = ["HISTOGRAM_MICROSECONDS", "Payload", "Tally", "drive_group", "drive_in_children",
            "new_histogram"]  # fmt: skip
@@ -64,12 +67,19 @@ class Tally:
     started: float = 0.0
     ended: float = 0.0
     histogram: Any = None
+    metrics: LoadMetrics | None = None
+    """The run's Prometheus metrics, when exported (in this process only)."""
 
     def result(self) -> dict[str, Any]:
-        """Picklable: the histogram travels encoded."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        """Picklable: the histogram travels encoded, the metrics stay."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}
         out.update(histogram=self.histogram.encode(), errors=dict(self.errors))
         return out
+
+    def failed(self, code: str) -> None:
+        self.errors[code] += 1
+        if self.metrics is not None:
+            self.metrics.on_error(code)
 
 
 def new_histogram() -> Any:
@@ -86,14 +96,18 @@ async def _drive_vcpu(
     deadline: float,
     tally: Tally,
     timeout: float,
+    token: str | None,
 ) -> None:
     """One vCPU's Drive stream, closed loop, until its quota or the deadline."""
     drive: aio.StreamStreamMultiCallable[bytes, pb.DriveResponse] = channel.stream_stream(
         _DRIVE, response_deserializer=pb.DriveResponse.FromString
     )
-    call = drive(timeout=timeout)
+    call = drive(timeout=timeout, metadata=bearer_metadata(token))
     record = tally.histogram.record_value
+    metrics = tally.metrics
     left = quota
+    if metrics is not None:
+        metrics.streams.inc()
     try:
         await call.write(pb.DriveRequest(vcpu_id=vcpu_id).SerializeToString())
         for data, exits in _cycle(payload):
@@ -106,8 +120,11 @@ async def _drive_vcpu(
             response = await call.read()
             if not isinstance(response, pb.DriveResponse):  # aio.EOF: the stream ended
                 break
-            record(max(1, (time.perf_counter_ns() - started) // 1000))
+            elapsed_ns = time.perf_counter_ns() - started
+            record(max(1, elapsed_ns // 1000))
             stats = response.stats
+            if metrics is not None:
+                metrics.on_batch(elapsed_ns / 1e9, stats.exits)
             tally.batches += 1
             tally.exits += stats.exits
             tally.vmread += stats.instructions.vmread
@@ -117,9 +134,21 @@ async def _drive_vcpu(
         await call.done_writing()
         code = await call.code()
         if code != grpc.StatusCode.OK:
-            tally.errors[code.name] += 1
+            tally.failed(code.name)
     except aio.AioRpcError as exc:
-        tally.errors[exc.code().name] += 1
+        tally.failed(exc.code().name)
+    finally:
+        if metrics is not None:
+            metrics.streams.dec()
+
+
+def _open_channel(target: str, security: dict[str, Any]) -> aio.Channel:
+    """An asyncio channel to ``target`` with ``Client``'s TLS keyword arguments."""
+    channel: aio.Channel = open_channel(
+        aio, target, security.get("tls_ca"), security.get("tls_cert"), security.get("tls_key"),
+        bool(security.get("tls")),
+    )  # fmt: skip
+    return channel
 
 
 def _cycle(payload: Payload) -> Iterator[tuple[bytes, int]]:
@@ -134,9 +163,15 @@ async def drive_group(
     quotas: Sequence[Sequence[int | None]],
     duration: float,
     timeout: float,
+    security: dict[str, Any] | None = None,
+    metrics: LoadMetrics | None = None,
 ) -> dict[str, Any]:
-    """Drive some clients' vCPUs (qualified ids, one list per client) in this event loop."""
-    tally = Tally(histogram=new_histogram())
+    """Drive some clients' vCPUs (qualified ids, one list per client) in this event loop.
+    ``security``: ``Client``'s TLS and token keyword arguments; ``metrics``: where to report
+    each batch too (this process only)."""
+    security = dict(security or {})
+    token = security.pop("token", None)
+    tally = Tally(histogram=new_histogram(), metrics=metrics)
     channels: list[aio.Channel] = []
     streams = []
     try:
@@ -145,7 +180,7 @@ async def drive_group(
             for qualified, quota in zip(vcpus, client_quotas, strict=True):
                 shard, vcpu_id = split_qualified(qualified, len(targets))
                 if shard not in by_shard:
-                    by_shard[shard] = aio.insecure_channel(targets[shard], options=CHANNEL_OPTIONS)
+                    by_shard[shard] = _open_channel(targets[shard], security)
                     channels.append(by_shard[shard])
                 streams.append((by_shard[shard], vcpu_id, quota))
         await asyncio.wait_for(
@@ -155,7 +190,9 @@ async def drive_group(
         deadline = time.monotonic() + duration
         await asyncio.gather(
             *(
-                _drive_vcpu(channel, vcpu_id, payload, quota, deadline, tally, duration + timeout)
+                _drive_vcpu(
+                    channel, vcpu_id, payload, quota, deadline, tally, duration + timeout, token
+                )
                 for channel, vcpu_id, quota in streams
             )
         )

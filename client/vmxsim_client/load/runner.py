@@ -13,7 +13,10 @@ processes" measured which is faster here). At the end every vCPU's own counts ar
 
 Bounded: at most ``MAX_CLIENTS`` clients, ``MAX_VCPUS_PER_CLIENT`` vCPUs each,
 ``MAX_VCPUS`` in all, ``MAX_DURATION_SECONDS`` per run (also with an exit quota). Loopback
-targets only unless ``allow_remote``; channels are plaintext.
+targets only unless ``allow_remote``. ``security`` holds ``Client``'s TLS and token keyword
+arguments (connection.client_kwargs, like every other command); they apply to ``targets``,
+never to the in-process server. ``metrics_listen`` serves the clients' own latency histograms
+(load/metrics.py) while the run lasts.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_server.config import is_loopback
@@ -34,6 +37,9 @@ from ..traces import open_trace
 from ..wire import batch_exits, exit_batches
 from .driver import Payload, drive_group, drive_in_children, new_histogram
 from .sharding import ShardedClient
+
+if TYPE_CHECKING:
+    from .metrics import LoadMetrics
 
 __all__ = [
     "MAX_CLIENTS",
@@ -78,6 +84,8 @@ class LoadPlan:
     processes: int = 1
     allow_remote: bool = False
     timeout: float = 30.0
+    security: dict[str, Any] = field(default_factory=dict)
+    metrics_listen: str | None = None
 
     def check(self) -> None:
         """LoadError naming the first bound or rule the plan breaks."""
@@ -94,6 +102,8 @@ class LoadPlan:
             raise LoadError(f"the duration must be in (0, {MAX_DURATION_SECONDS:g}] seconds")
         if self.exits is not None:
             _within("exits", self.exits, 1, MAX_EXITS)
+        if self.metrics_listen is not None and self.processes != 1:
+            raise LoadError("metrics can be exported from one process only (--processes 1)")
         for target in self.targets:
             if not self.allow_remote and not is_loopback(target):
                 raise LoadError(f"{target} is not a loopback address (allow it explicitly)")
@@ -135,15 +145,26 @@ def split_quota(total: int | None, parts: int) -> list[int | None]:
 
 
 def _drive_all(
-    plan: LoadPlan, targets: Sequence[str], vcpus: list[list[str]], payload: Payload
+    plan: LoadPlan,
+    targets: Sequence[str],
+    vcpus: list[list[str]],
+    payload: Payload,
+    metrics: LoadMetrics | None = None,
 ) -> list[dict[str, Any]]:
     """Every client's streams, in this process or split over ``plan.processes`` children."""
     flat_quotas = split_quota(plan.exits, plan.clients * plan.vcpus_per_client)
     m = plan.vcpus_per_client
     quotas = [flat_quotas[i * m : (i + 1) * m] for i in range(plan.clients)]
     duration = plan.duration_seconds or MAX_DURATION_SECONDS
+    security = plan.security if plan.targets else {}  # the in-process server is plaintext
     if plan.processes == 1:
-        return [asyncio.run(drive_group(targets, vcpus, payload, quotas, duration, plan.timeout))]
+        return [
+            asyncio.run(
+                drive_group(
+                    targets, vcpus, payload, quotas, duration, plan.timeout, security, metrics
+                )
+            )
+        ]
     groups = [range(i, plan.clients, plan.processes) for i in range(plan.processes)]
     return drive_in_children(
         [
@@ -154,6 +175,7 @@ def _drive_all(
                 [quotas[i] for i in group],
                 duration,
                 plan.timeout,
+                security,
             )
             for group in groups
         ]
@@ -238,15 +260,36 @@ def _merge(plan: LoadPlan, targets: Sequence[str], parts: list[dict[str, Any]]) 
     }
 
 
+@contextmanager
+def _exported(plan: LoadPlan) -> Iterator[LoadMetrics | None]:
+    """The run's metrics served on ``plan.metrics_listen`` (None without one)."""
+    if plan.metrics_listen is None:
+        yield None
+        return
+    from .metrics import LoadMetrics
+
+    metrics = LoadMetrics(plan.profile, plan.mode)
+    metrics.start(plan.metrics_listen)
+    try:
+        yield metrics
+    finally:
+        metrics.close()
+
+
 def run_load(plan: LoadPlan) -> dict[str, Any]:
     """Run a load plan; the report (see ``vmxsim load --json`` in docs/load.md)."""
     plan.check()
     payload = load_payload(plan.source, plan.batch_size)
-    with _targets(plan) as targets, ShardedClient(targets, timeout=plan.timeout) as sharded:
+    security = plan.security if plan.targets else {}
+    with (
+        _targets(plan) as targets,
+        ShardedClient(targets, timeout=plan.timeout, **security) as sharded,
+        _exported(plan) as metrics,
+    ):
         vms: list[str] = []
         try:
             vcpus = _create_vcpus(sharded, plan, vms)
-            parts = _drive_all(plan, targets, vcpus, payload)
+            parts = _drive_all(plan, targets, vcpus, payload, metrics)
             report = _merge(plan, targets, parts)
             report["server"] = _server_totals(sharded, vcpus)
         finally:

@@ -100,6 +100,21 @@ class VcpuServiceStub:
                 request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreRequest.SerializeToString,
                 response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreResponse.FromString,
                 _registered_method=True)
+        self.ListProfiles = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/ListProfiles',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListProfilesRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListProfilesResponse.FromString,
+                _registered_method=True)
+        self.ListMixes = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/ListMixes',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListMixesRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListMixesResponse.FromString,
+                _registered_method=True)
+        self.ListL0Models = channel.unary_unary(
+                '/vmxsim.v1.VcpuService/ListL0Models',
+                request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsRequest.SerializeToString,
+                response_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsResponse.FromString,
+                _registered_method=True)
         self.Diagnose = channel.unary_unary(
                 '/vmxsim.v1.VcpuService/Diagnose',
                 request_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.DiagnoseRequest.SerializeToString,
@@ -211,6 +226,28 @@ class VcpuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProfiles(self, request, context):
+        """--- Discovery ---
+        Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMixes(self, request, context):
+        """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListL0Models(self, request, context):
+        """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Diagnose(self, request, context):
         """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
         values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
@@ -295,6 +332,21 @@ def add_VcpuServiceServicer_to_server(servicer, server):
                     servicer.Restore,
                     request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreRequest.FromString,
                     response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.RestoreResponse.SerializeToString,
+            ),
+            'ListProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProfiles,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListProfilesRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListProfilesResponse.SerializeToString,
+            ),
+            'ListMixes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMixes,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListMixesRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListMixesResponse.SerializeToString,
+            ),
+            'ListL0Models': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListL0Models,
+                    request_deserializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsRequest.FromString,
+                    response_serializer=vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsResponse.SerializeToString,
             ),
             'Diagnose': grpc.unary_unary_rpc_method_handler(
                     servicer.Diagnose,
@@ -659,6 +711,87 @@ class VcpuService:
             '/vmxsim.v1.VcpuService/Restore',
             vmxsim_dot_v1_dot_vmxsim__pb2.RestoreRequest.SerializeToString,
             vmxsim_dot_v1_dot_vmxsim__pb2.RestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/ListProfiles',
+            vmxsim_dot_v1_dot_vmxsim__pb2.ListProfilesRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.ListProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMixes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/ListMixes',
+            vmxsim_dot_v1_dot_vmxsim__pb2.ListMixesRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.ListMixesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListL0Models(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vmxsim.v1.VcpuService/ListL0Models',
+            vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsRequest.SerializeToString,
+            vmxsim_dot_v1_dot_vmxsim__pb2.ListL0ModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,14 @@ class VcpuServiceStub:
     """Serializes a vCPU (capabilities, VMX state, current VMCS pointer, its VM's memory) to bytes."""
     Restore: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.RestoreRequest, _vmxsim_pb2.RestoreResponse]
     """Creates a vCPU from a Snapshot's bytes."""
+    ListProfiles: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListProfilesRequest, _vmxsim_pb2.ListProfilesResponse]
+    """--- Discovery ---
+    Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+    """
+    ListMixes: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListMixesRequest, _vmxsim_pb2.ListMixesResponse]
+    """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
+    ListL0Models: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.ListL0ModelsRequest, _vmxsim_pb2.ListL0ModelsResponse]
+    """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
     Diagnose: _grpc.UnaryUnaryMultiCallable[_vmxsim_pb2.DiagnoseRequest, _vmxsim_pb2.DiagnoseResponse]
     """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
     values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
@@ -128,6 +136,14 @@ class VcpuServiceAsyncStub(VcpuServiceStub):
     """Serializes a vCPU (capabilities, VMX state, current VMCS pointer, its VM's memory) to bytes."""
     Restore: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.RestoreRequest, _vmxsim_pb2.RestoreResponse]  # type: ignore[assignment]
     """Creates a vCPU from a Snapshot's bytes."""
+    ListProfiles: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListProfilesRequest, _vmxsim_pb2.ListProfilesResponse]  # type: ignore[assignment]
+    """--- Discovery ---
+    Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+    """
+    ListMixes: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListMixesRequest, _vmxsim_pb2.ListMixesResponse]  # type: ignore[assignment]
+    """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
+    ListL0Models: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.ListL0ModelsRequest, _vmxsim_pb2.ListL0ModelsResponse]  # type: ignore[assignment]
+    """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
     Diagnose: _aio.UnaryUnaryMultiCallable[_vmxsim_pb2.DiagnoseRequest, _vmxsim_pb2.DiagnoseResponse]  # type: ignore[assignment]
     """Diagnoses VMCS dumps (KVM, Xen, HAXM, QEMU, vmxsim snapshot, plain field list) or field
     values with the VM-entry check table VMLAUNCH runs (block "Diagnose" below).
@@ -251,6 +267,32 @@ class VcpuServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vmxsim_pb2.RestoreResponse, _abc.Awaitable[_vmxsim_pb2.RestoreResponse]]:
         """Creates a vCPU from a Snapshot's bytes."""
+
+    @_abc_1.abstractmethod
+    def ListProfiles(
+        self,
+        request: _vmxsim_pb2.ListProfilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ListProfilesResponse, _abc.Awaitable[_vmxsim_pb2.ListProfilesResponse]]:
+        """--- Discovery ---
+        Lists the hypervisor profiles this server offers (CreateVcpuRequest.profile).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMixes(
+        self,
+        request: _vmxsim_pb2.ListMixesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ListMixesResponse, _abc.Awaitable[_vmxsim_pb2.ListMixesResponse]]:
+        """Lists the exit-reason mixes this server knows (the mix:NAME traces of the CLI)."""
+
+    @_abc_1.abstractmethod
+    def ListL0Models(
+        self,
+        request: _vmxsim_pb2.ListL0ModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vmxsim_pb2.ListL0ModelsResponse, _abc.Awaitable[_vmxsim_pb2.ListL0ModelsResponse]]:
+        """Lists the L0 (outer hypervisor) models of nested runs; empty on a server without any."""
 
     @_abc_1.abstractmethod
     def Diagnose(

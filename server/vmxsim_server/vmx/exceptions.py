@@ -23,6 +23,11 @@ are for input the emulator cannot even interpret, and the service maps each to o
     │                    applied, retry                                  -> UNAVAILABLE
     └── SnapshotError    a snapshot of another version, or corrupted    -> INVALID_ARGUMENT
         └── SnapshotTooLarge  one that inflates beyond the allowed size     -> INVALID_ARGUMENT
+
+Optional keyword attributes say what a program needs to react without parsing the message (the
+service sends them as google.rpc error details, status.py): ``reason`` (a stable UPPER_SNAKE
+name overriding the class's), InvalidArgument's ``field`` (the request field at fault),
+NotFound's ``resource_type``/``resource_name``, LimitExceeded's ``quota``/``limit``.
 """
 
 from __future__ import annotations
@@ -46,9 +51,17 @@ __all__ = [
 class VmxsimError(Exception):
     """Base class of every error the core raises."""
 
+    def __init__(self, message: str = "", *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class InvalidArgument(VmxsimError):
-    """Input that is malformed whatever the state."""
+    """Input that is malformed whatever the state; ``field`` names the request field at fault."""
+
+    def __init__(self, message: str = "", *, field: str = "", reason: str = "") -> None:
+        super().__init__(message, reason=reason)
+        self.field = field
 
 
 class UnknownField(InvalidArgument):
@@ -70,7 +83,15 @@ class ProfileError(InvalidArgument):
 
 
 class NotFound(VmxsimError):
-    """An object addressed by id or name that does not exist."""
+    """An object addressed by id or name that does not exist (e.g. ``resource_type="vcpu"``)."""
+
+    def __init__(
+        self, message: str = "", *, resource_type: str = "", resource_name: str = "",
+        reason: str = "",
+    ) -> None:  # fmt: skip
+        super().__init__(message, reason=reason)
+        self.resource_type = resource_type
+        self.resource_name = resource_name
 
 
 class StateError(VmxsimError):
@@ -82,7 +103,14 @@ class Busy(StateError):
 
 
 class LimitExceeded(VmxsimError):
-    """A configured limit would be exceeded."""
+    """A configured limit would be exceeded; ``quota`` names it (e.g. ``"max_vcpus"``)."""
+
+    def __init__(
+        self, message: str = "", *, quota: str = "", limit: float | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.quota = quota
+        self.limit = limit
 
 
 class SnapshotError(VmxsimError):
