@@ -45,6 +45,7 @@ from .state import StateDir
 from .status import ErrorInterceptor
 
 __all__ = [
+    "CONCURRENCY_OPTIONS",
     "KEEPALIVE_OPTIONS",
     "BackgroundServer",
     "StateNotSaved",
@@ -69,12 +70,31 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 """Keep-alive settings shared by the server and vmxsim's clients (grpc examples/keep_alive)."""
 
 
+CONCURRENCY_OPTIONS: tuple[tuple[str, int], ...] = (
+    # issue 15.3: many streams at once. A grpc.aio server cancels a call its application has
+    # not picked up within this time (default 30 s: 64 concurrent CLI replays lost some with
+    # CANCELLED after ~31 s); a call waiting its turn behind busy streams is not an error.
+    ("grpc.server_max_unrequested_time_in_server", 600),
+    # HTTP/2 streams one connection may have open (the default is unbounded in C-core but
+    # clients and proxies assume 100); above --max-streams so the server's own limit answers
+    # RESOURCE_EXHAUSTED with a readable message instead of the transport refusing
+    ("grpc.max_concurrent_streams", 1_024),
+    # flow control: keep BDP probing (window sized to the link), and give each stream a 4 MiB
+    # initial window so a 64 KiB-per-batch replay never waits for a WINDOW_UPDATE on loopback
+    ("grpc.http2.bdp_probe", 1),
+    ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
+)
+"""Server channel arguments for many concurrent streams, set in one place (issue 15.3)."""
+
+
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """The server's channel arguments: keep-alive, message sizes (larger messages are answered
-    RESOURCE_EXHAUSTED by gRPC itself), and no SO_REUSEPORT, so a second server on a taken
-    port fails instead of sharing it."""
+    """The server's channel arguments: keep-alive, concurrency and flow control
+    (CONCURRENCY_OPTIONS), message sizes (larger messages are answered RESOURCE_EXHAUSTED by
+    gRPC itself), and no SO_REUSEPORT, so a second server on a taken port fails instead of
+    sharing it."""
     return [
         *KEEPALIVE_OPTIONS,
+        *CONCURRENCY_OPTIONS,
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
