@@ -40,6 +40,7 @@ QUICK: dict[str, list[str]] = {
     "bench_remote": ["--exits", "50000"],
     "bench_e2e": ["--exits", "20000", "--repeat", "1", "--era", "5.16-ftrace"],
     "bench_startup": ["--runs", "3"],
+    "bench_fairness": ["--seconds", "1", "--repeat", "1", "--exits", "5000", "--replays", "8"],
     "bench_replay_rss": ["--sizes", "100000"],
     "bench_grpc_ceiling": ["--exits", "100000"],
     "bench_scaling": ["--seconds", "1", "--clients", "1,4"],
