@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -286,6 +287,10 @@ def test_demo_prints_the_comparison(capsys: pytest.CaptureFixture[str]) -> None:
     for text in ("haxm-legacy", "haxm-cache", "kvm", "vs fastest", "VMREADs/VMWRITEs per exit"):
         assert text in out
     assert "532.5 s / 45.4 s" in out
+    # the nested takeaways come from the run summaries: L0 interceptions and HAXM's panics
+    assert "L1 instructions L0 intercepts per exit: haxm-legacy" in out
+    assert re.search(r"nested HAXM is \d+\.\d% (slower|faster) per exit", out)
+    assert re.search(r"not priced: haxm-legacy [\d,]+", out)
 
 
 def test_demo_json_against_a_server(
