@@ -74,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for exits in sizes:
             trace = Path(tmp) / f"trace-{exits}.txt"
-            generate(trace, exits)
+            generate(trace, "trace-cmd", exits)
             for out in (None, Path(tmp) / f"exits-{exits}.csv"):
                 results.append(measure(trace, exits, out))
                 print(f"  measured {exits:,} exits {results[-1]['variant']}", file=sys.stderr)

@@ -12,32 +12,41 @@
 Failed RPCs raise the ``VmxsimRpcError`` family (rpc_errors.py); architectural outcomes are
 ``InstructionResult`` values; the harness helpers raise ``VmxSetupError``. docs/client.md is
 the guide.
+
+Names are imported on first use (PEP 562 ``__getattr__``): ``import vmxsim_client`` and the CLI's
+start-up do not import grpc (issue 15.4, cli/entry.py).
 """
 
-from .aio import AsyncClient, AsyncRemoteVcpu
-from .calls import VmxSetupError
-from .client import Client, RemoteVcpu
-from .instructions import Instruction, InstructionResult
-from .names import Mode, Profile
-from .rpc_errors import (
-    AbortedError,
-    DeadlineExceededError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    UnauthenticatedError,
-    UnavailableError,
-    VmxsimRpcError,
-)
-from .summaries import (
-    BatchReport,
-    DriveSummary,
-    ReplayProgress,
-    RunSummary,
-)
-from .wire import VcpuInfo, VmInfo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient, AsyncRemoteVcpu
+    from .calls import VmxSetupError
+    from .client import Client, RemoteVcpu
+    from .instructions import Instruction, InstructionResult
+    from .names import Mode, Profile
+    from .rpc_errors import (
+        AbortedError,
+        DeadlineExceededError,
+        FailedPreconditionError,
+        InvalidArgumentError,
+        NotFoundError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        UnauthenticatedError,
+        UnavailableError,
+        VmxsimRpcError,
+    )
+    from .summaries import (
+        BatchReport,
+        DriveSummary,
+        ReplayProgress,
+        RunSummary,
+    )
+    from .wire import VcpuInfo, VmInfo
 
 __all__ = [
     "AbortedError",
@@ -66,3 +75,25 @@ __all__ = [
     "VmxSetupError",
     "VmxsimRpcError",
 ]
+
+_HOMES = {
+    # each public name -> its module, as the imports above for type checkers say
+    "AsyncClient": "aio", "AsyncRemoteVcpu": "aio", "VmxSetupError": "calls",
+    "Client": "client", "RemoteVcpu": "client", "Instruction": "instructions",
+    "InstructionResult": "instructions", "Mode": "names", "Profile": "names",
+    "BatchReport": "summaries", "DriveSummary": "summaries", "ReplayProgress": "summaries",
+    "RunSummary": "summaries", "VcpuInfo": "wire", "VmInfo": "wire",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name, "rpc_errors" if name in __all__ else None)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

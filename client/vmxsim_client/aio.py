@@ -27,7 +27,7 @@ from .client import DEFAULT_BATCH_SIZE, RESUME_TIMEOUT_SECONDS, Connection
 from .instructions import Instruction, InstructionResult
 from .names import Mode, Profile
 from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
-from .rpc_errors import AbortedError, UnavailableError, from_rpc_error
+from .rpc_errors import VmxsimRpcError, from_rpc_error
 from .summaries import BatchReport, DriveSummary, ReplayProgress, RunSummary
 from .vcpu_ops import VcpuInstructions
 from .wire import StatsAccumulator, VcpuInfo, VmInfo, batch_dict, summary_dict
@@ -218,8 +218,8 @@ class AsyncClient(Connection):
             while True:
                 try:
                     return await self._replay_attempt(feed, on_progress)
-                except (UnavailableError, AbortedError):
-                    delay = retry.delay()
+                except VmxsimRpcError as exc:
+                    delay = retry.delay(exc.code.name)
                     if delay is None:
                         raise
                 await asyncio.sleep(delay)

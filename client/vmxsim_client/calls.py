@@ -34,6 +34,7 @@ from .wire import (
 __all__ = [
     "DEFAULT_VMCS_REGION",
     "DEFAULT_VMXON_REGION",
+    "EARLY_RETRIES",
     "ReplayRetry",
     "Unary",
     "VmxSetupError",
@@ -283,10 +284,20 @@ def progress_dict(p: pb.ReplayProgress) -> ReplayProgress:
     }
 
 
+EARLY_RETRIES = 3
+"""Attempts a replay gets again, even without ``resume``, when its stream is CANCELLED or
+UNAVAILABLE before the first acknowledgement on a temporary vCPU (issue 15.3): nothing ran
+yet, so starting over is exact. A server under many streams may cancel a call it has not yet
+picked up; a server that is restarting answers UNAVAILABLE for a moment."""
+_EARLY_CODES = ("CANCELLED", "UNAVAILABLE")
+_RESUME_CODES = ("UNAVAILABLE", "ABORTED")
+
+
 class ReplayRetry:
     """When a lost replay stream is tried again: with ``resume``, while the feed can resume and
     for up to ``timeout`` seconds since the last attempt that made progress, with backoff from
-    0.1 s doubling to 2 s."""
+    0.1 s doubling to 2 s; without it, up to ``EARLY_RETRIES`` times when the stream was lost
+    before its first acknowledgement and starting over is exact (``ReplayFeed.can_resume``)."""
 
     def __init__(self, feed: ReplayFeed, resume: bool, timeout: float) -> None:
         self.feed = feed
@@ -295,10 +306,14 @@ class ReplayRetry:
         self._failures = 0
         self._acks = 0
         self._give_up = 0.0
+        self._early = 0
 
-    def delay(self) -> float | None:
-        """After a lost stream: seconds to wait before the next attempt, or None to give up.
-        The caller then calls ``feed.next_attempt()`` and runs the next attempt."""
+    def delay(self, code: str = "UNAVAILABLE") -> float | None:
+        """After a stream lost with status ``code`` (a ``grpc.StatusCode`` name): seconds to
+        wait before the next attempt, or None to give up. The caller then calls
+        ``feed.next_attempt()`` and runs the next attempt."""
+        if not (self.resume and code in _RESUME_CODES):
+            return self._early_delay(code)
         now = time.monotonic()
         if self.feed.acks != self._acks:  # progress since the last failure: a fresh allowance
             self._failures, self._acks, self._give_up = 0, self.feed.acks, 0.0
@@ -308,3 +323,11 @@ class ReplayRetry:
         wait = min(0.1 * 2.0**self._failures, 2.0)
         self._failures += 1
         return wait
+
+    def _early_delay(self, code: str) -> float | None:
+        """Start over (0.1, 0.2, 0.4 s later) a stream lost before anything was acknowledged."""
+        early = code in _EARLY_CODES and not self.feed.acks and self.feed.can_resume()
+        if not early or self._early >= EARLY_RETRIES:
+            return None
+        self._early += 1
+        return 0.1 * 2.0 ** (self._early - 1)

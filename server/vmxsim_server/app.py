@@ -46,6 +46,7 @@ from .state import StateDir
 from .status import ErrorInterceptor
 
 __all__ = [
+    "CONCURRENCY_OPTIONS",
     "KEEPALIVE_OPTIONS",
     "BackgroundServer",
     "StateNotSaved",
@@ -70,12 +71,30 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 """Keep-alive settings shared by the server and vmxsim's clients (grpc examples/keep_alive)."""
 
 
+CONCURRENCY_OPTIONS: tuple[tuple[str, int], ...] = (
+    # issue 15.3: many streams at once. A grpc.aio server cancels a call its application has
+    # not picked up within this time (default 30 s: 64 concurrent CLI replays lost some with
+    # CANCELLED after ~31 s); a call waiting its turn behind busy streams is not an error.
+    ("grpc.server_max_unrequested_time_in_server", 600),
+    # HTTP/2 streams one connection may have open (the default is unbounded in C-core but
+    # clients and proxies assume 100); above --max-streams so the server's own limit answers
+    # RESOURCE_EXHAUSTED with a readable message instead of the transport refusing
+    ("grpc.max_concurrent_streams", 1_024),
+    # flow control is left to gRPC's BDP probing (on by default): setting a 4 MiB per-stream
+    # window (grpc.http2.lookahead_bytes, with grpc.http2.bdp_probe 1) made the gevent client
+    # of deploy/load/locustfile.py fail (tests/test_load.py)
+)
+"""Server channel arguments for many concurrent streams, set in one place (issue 15.3)."""
+
+
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """The server's channel arguments: keep-alive, message sizes (larger messages are answered
-    RESOURCE_EXHAUSTED by gRPC itself), and no SO_REUSEPORT, so a second server on a taken
-    port fails instead of sharing it."""
+    """The server's channel arguments: keep-alive, concurrency and flow control
+    (CONCURRENCY_OPTIONS), message sizes (larger messages are answered RESOURCE_EXHAUSTED by
+    gRPC itself), and no SO_REUSEPORT, so a second server on a taken port fails instead of
+    sharing it."""
     return [
         *KEEPALIVE_OPTIONS,
+        *CONCURRENCY_OPTIONS,
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),

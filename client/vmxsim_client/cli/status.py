@@ -7,9 +7,10 @@ server that is down (6) and missing credentials (7) without parsing the message.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import grpc
+if TYPE_CHECKING:  # no grpc at start-up: `vmxsim fields` never imports it (entry.py)
+    import grpc
 
 __all__ = [
     "FAILED",
@@ -24,29 +25,29 @@ __all__ = [
 
 
 class ExitStatus(NamedTuple):
-    """One exit status: its number, what it means and the gRPC codes that end in it."""
+    """One exit status: its number, what it means and the names of the gRPC codes
+    (``grpc.StatusCode`` members) that end in it."""
 
     code: int
     meaning: str
-    rpc_codes: tuple[grpc.StatusCode, ...] = ()
+    rpc_codes: tuple[str, ...] = ()
 
 
-_C = grpc.StatusCode
 STATUSES = (
     ExitStatus(0, "success"),
     ExitStatus(1, "the command ran and found a failure (exec --fail-on-failure: VMfailInvalid, "
                "VMfailValid or a fault; load: errors or counts that disagree; serve: vCPUs not "
                "saved)"),
     ExitStatus(2, "bad command line or input, or INVALID_ARGUMENT from the server",
-               (_C.INVALID_ARGUMENT, _C.OUT_OF_RANGE)),
-    ExitStatus(3, "NOT_FOUND: an unknown VM or vCPU id", (_C.NOT_FOUND,)),
+               ("INVALID_ARGUMENT", "OUT_OF_RANGE")),
+    ExitStatus(3, "NOT_FOUND: an unknown VM or vCPU id", ("NOT_FOUND",)),
     ExitStatus(4, "FAILED_PRECONDITION or ABORTED: not in this state (a busy vCPU, ...)",
-               (_C.FAILED_PRECONDITION, _C.ABORTED, _C.ALREADY_EXISTS)),
-    ExitStatus(5, "RESOURCE_EXHAUSTED: a quota or size limit", (_C.RESOURCE_EXHAUSTED,)),
+               ("FAILED_PRECONDITION", "ABORTED", "ALREADY_EXISTS")),
+    ExitStatus(5, "RESOURCE_EXHAUSTED: a quota or size limit", ("RESOURCE_EXHAUSTED",)),
     ExitStatus(6, "UNAVAILABLE or DEADLINE_EXCEEDED: no server, or too slow (retry later)",
-               (_C.UNAVAILABLE, _C.DEADLINE_EXCEEDED, _C.CANCELLED)),
+               ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")),
     ExitStatus(7, "UNAUTHENTICATED or PERMISSION_DENIED",
-               (_C.UNAUTHENTICATED, _C.PERMISSION_DENIED)),
+               ("UNAUTHENTICATED", "PERMISSION_DENIED")),
     ExitStatus(8, "any other failed RPC (UNIMPLEMENTED, INTERNAL, ...)"),
     ExitStatus(130, "interrupted (Ctrl-C)"),
 )  # fmt: skip
@@ -60,7 +61,7 @@ _BY_CODE = {code: status.code for status in STATUSES for code in status.rpc_code
 
 def for_rpc_code(code: grpc.StatusCode) -> int:
     """The exit status of a command whose RPC failed with ``code``."""
-    return _BY_CODE.get(code, _OTHER_RPC)
+    return _BY_CODE.get(code.name, _OTHER_RPC)
 
 
 def epilog() -> str:

@@ -1,0 +1,152 @@
+"""End to end: ``vmxsim replay`` of generated traces as users run it, against (a) a bare
+``str.partition()`` + ``Counter`` loop over the same file and (b) the packed-column gRPC ceiling.
+
+    .venv/bin/python benchmarks/bench_e2e.py [--exits N] [--repeat R] [--era NAME ...]
+
+Per era (``bench_readers.generate``: synthetic lines in each published format, every exit
+followed by its ``kvm_entry`` line), plain and gzip, side by side in one run, alternating,
+``--repeat`` rounds:
+
+- ``partition``: ``bench_readers``' loop over the file (the floor of a Python text reader),
+- ``remote``: ``vmxsim replay FILE --server ADDR --profile kvm --mode nested --json`` (a CLI
+  process, wall time including its start-up) against one ``vmxsim serve`` child,
+- ``embedded``: the same without ``--server`` (the CLI's in-process server),
+- ``ceiling``: the same number of exits as ``ReplayRequest`` batches of 4,096 packed columns,
+  serialized per call and streamed to a trivial ``grpc.aio`` sink child
+  (``bench_grpc_ceiling``) that acknowledges each with a real ReplayResponse's size.
+
+Ratios are medians of the per-round ratios. Targets: replay >= 0.5 of partition and >= 0.5 of
+the ceiling. Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_grpc_ceiling import _SINK_SERVER, METHOD, ack_size
+from bench_readers import _partition, generate
+
+from vmxsim.v1 import vmxsim_pb2 as pb
+from vmxsim_client.client import CHANNEL_OPTIONS, DEFAULT_BATCH_SIZE
+from vmxsim_client.load.local_servers import local_servers
+from vmxsim_client.wire import exit_batches
+from vmxsim_server.vmx.mixes import load_mix, synthesize
+
+VMXSIM = str(Path(sys.executable).with_name("vmxsim"))
+ERAS = ("2.6-ftrace", "4.x-ftrace", "5.16-ftrace")
+TARGET = 0.5
+
+
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def replay(path: Path, exits: int, server: str | None) -> None:
+    """One ``vmxsim replay`` CLI process; checks it counted every exit."""
+    where = ["--server", server] if server else []
+    command = [VMXSIM, "replay", str(path), *where, "--profile", "kvm", "--mode", "nested"]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, check=True)
+    summary = json.loads(done.stdout)
+    counted = summary["exits"] + sum(summary.get("panics", {}).values())
+    assert counted == exits, (counted, exits, done.stderr[-500:])
+
+
+class Sink:
+    """The ceiling's ``grpc.aio`` sink in a child process, for the whole run."""
+
+    def __init__(self, ack_bytes: int) -> None:
+        command = [sys.executable, "-c", _SINK_SERVER, str(ack_bytes)]
+        self.child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.child.stdout is not None
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{int(self.child.stdout.readline())}", options=CHANNEL_OPTIONS
+        )
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.stream = self.channel.stream_stream(METHOD)
+
+    def send(self, batches: list[pb.ExitBatch]) -> None:
+        """Serialize each batch now (built per call) and stream them all; read every ack."""
+        messages = (pb.ReplayRequest(batch=b).SerializeToString() for b in batches)
+        assert sum(1 for _ in self.stream(messages)) == len(batches)
+
+    def close(self) -> None:
+        self.channel.close()
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.close()
+        self.child.wait(timeout=30)
+        self.child.stdout.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exits", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--era", action="append", choices=ERAS, help="default: all three")
+    args = parser.parse_args()
+    records = list(synthesize(load_mix("linux-boot"), args.exits, seed=0))
+    batches = list(exit_batches(records, DEFAULT_BATCH_SIZE))
+    sink = Sink(ack_size(records, DEFAULT_BATCH_SIZE))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, local_servers(1) as (server,):
+        for era in args.era or ERAS:
+            plain = Path(tmp) / f"{era}.trace"
+            generate(plain, era, args.exits)
+            packed = plain.with_suffix(".trace.gz")
+            with plain.open("rb") as source, gzip.open(packed, "wb", compresslevel=1) as out:
+                shutil.copyfileobj(source, out)
+            for path in (plain, packed):
+                paths: dict[str, Callable[[], object]] = {
+                    "partition": lambda p=path: _partition(p),
+                    "ceiling": lambda: sink.send(batches),
+                    "remote": lambda p=path: replay(p, args.exits, server.address),
+                    "embedded": lambda p=path: replay(p, args.exits, None),
+                }
+                rounds = [{name: _timed(work) for name, work in paths.items()}
+                          for _ in range(args.repeat)]  # fmt: skip
+                rows.append(_row(era, path.suffix == ".gz", rounds, args.exits))
+    sink.close()
+    print(f"{args.exits:,} exits per trace (+ as many kvm_entry lines), median of {args.repeat}")
+    print(f"{'trace':<22}{'partition/s':>12}{'ceiling/s':>12}{'remote/s':>11}{'embedded/s':>12}"
+          f"{'rem/part':>9}{'rem/ceil':>9}{'emb/part':>9}{'emb/ceil':>9}")  # fmt: skip
+    for r in rows:
+        print(f"{r['trace']:<22}{r['partition']:>12,.0f}{r['ceiling']:>12,.0f}{r['remote']:>11,.0f}"
+              f"{r['embedded']:>12,.0f}{r['remote_vs_partition']:>9.3f}"
+              f"{r['remote_vs_ceiling']:>9.3f}{r['embedded_vs_partition']:>9.3f}"
+              f"{r['embedded_vs_ceiling']:>9.3f}")  # fmt: skip
+    met = all(float(v) >= TARGET for r in rows for k, v in r.items() if "_vs_" in k)  # type: ignore[arg-type]
+    print(json.dumps({"benchmark": "e2e", "exits": args.exits, "repeat": args.repeat,
+                      "rows": rows, "target_met": met}))  # fmt: skip
+    return 0
+
+
+def _row(era: str, gz: bool, rounds: list[dict[str, float]], exits: int) -> dict[str, object]:
+    """Median rates (exits/s) and median per-round ratios of one trace."""
+    row: dict[str, object] = {"trace": era + (" gzip" if gz else "")}
+    for name in rounds[0]:
+        row[name] = round(exits / statistics.median(r[name] for r in rounds))
+    for side in ("remote", "embedded"):
+        for base in ("partition", "ceiling"):
+            ratio = statistics.median(r[base] / r[side] for r in rounds)
+            row[f"{side}_vs_{base}"] = round(ratio, 3)
+    return row
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Start-up (issue 15.4): a command imports what it uses. ``vmxsim fields`` and ``vmxsim
+exit-reasons`` run in a fresh interpreter without importing grpc, tqdm, numpy, matplotlib or
+the report stack; the lazy command table names every command the full parser has."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from vmxsim_client.cli import entry, status
+
+HEAVY = ("grpc", "tqdm", "numpy", "matplotlib", "vmxsim_client.reports", "vmxsim_client.client")
+_PROBE = f"""
+import contextlib, io, json, sys
+from vmxsim_client.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+print(json.dumps({{"code": code, "lines": len(out.getvalue().splitlines()),
+                  "modules": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+
+
+@pytest.mark.parametrize("argv", [["fields"], ["exit-reasons"], ["fields", "decode", "0x681e"]])
+def test_table_commands_import_no_grpc_tqdm_numpy_or_reports(argv: list[str]) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, check=True
+    )
+    result = json.loads(child.stdout.splitlines()[-1])
+    assert result["code"] == 0
+    assert result["lines"] > 3  # it printed its table
+    assert result["modules"] == []
+
+
+def test_replay_still_imports_the_client() -> None:
+    """The probe can see an import: a remote command's module does pull grpc in."""
+    child = subprocess.run(
+        [sys.executable, "-c", _PROBE, "replay", "--help"], capture_output=True, text=True
+    )
+    result = json.loads(child.stdout.splitlines()[-1])
+    assert "grpc" in result["modules"]
+
+
+def test_command_table_equals_the_full_parser() -> None:
+    parser = entry.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert list(sub.choices) == list(entry.COMMANDS)  # type: ignore[attr-defined]
+    for command in entry.COMMANDS:
+        alone = entry.build_parser(command)
+        alone_sub = next(a for a in alone._actions if a.dest == "command")
+        assert command in alone_sub.choices  # type: ignore[attr-defined]
+
+
+def test_exit_status_code_names_are_grpc_codes() -> None:
+    names = {code.name for code in grpc.StatusCode}
+    for exit_status in status.STATUSES:
+        assert set(exit_status.rpc_codes) <= names, exit_status
+    assert status.for_rpc_code(grpc.StatusCode.NOT_FOUND) == 3
+    assert status.for_rpc_code(grpc.StatusCode.UNIMPLEMENTED) == 8
