@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 
 from . import calls
-from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION
+from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION, VmxMsrs
 from .client import DEFAULT_BATCH_SIZE, RESUME_TIMEOUT_SECONDS, Connection
 from .instructions import Instruction, InstructionResult
 from .names import Mode, Profile
@@ -132,6 +132,7 @@ class AsyncClient(Connection):
         cr3_target_count: int | None = None,
         feature_control: int | None = None,
         l0: str | None = None,
+        vmx_msrs: VmxMsrs | None = None,
     ) -> AsyncRemoteVcpu:
         """A new vCPU (``Client.create_vcpu``); ValueError for an unknown profile or mode."""
         info = await self._unary(
@@ -139,6 +140,7 @@ class AsyncClient(Connection):
                 profile, mode, vm, revision_id=revision_id, maxphyaddr=maxphyaddr,
                 vmx_misc_bit29=vmx_misc_bit29, vmcs_shadowing=vmcs_shadowing,
                 cr3_target_count=cr3_target_count, feature_control=feature_control, l0=l0,
+                vmx_msrs=vmx_msrs,
             )
         )  # fmt: skip
         return AsyncRemoteVcpu(self, info)

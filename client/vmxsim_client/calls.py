@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from vmxsim.v1 import vmxsim_pb2 as pb
+from vmxsim_server.vmx.capabilities import MSR_NAMES
+from vmxsim_server.vmx.capability_file import FEATURE_CONTROL, MAXPHYADDR, parse_capability_file
 
 from .instructions import OPS, Instruction, InstructionResult
 from .names import check_mode, check_profile
@@ -37,6 +39,7 @@ __all__ = [
     "EARLY_RETRIES",
     "ReplayRetry",
     "Unary",
+    "VmxMsrs",
     "VmxSetupError",
     "create_vcpu",
     "create_vm",
@@ -58,6 +61,7 @@ __all__ = [
     "stats",
     "valid_state",
     "valid_state_writes",
+    "wire_msrs",
 ]
 
 T = TypeVar("T")
@@ -110,17 +114,42 @@ def delete_vm(vm_id: str) -> Unary[None]:
     return Unary("DeleteVm", pb.DeleteVmRequest(vm_id=vm_id), lambda r: None)
 
 
+VmxMsrs = Mapping[str, int] | Mapping[int, int] | str
+"""IA32_VMX_* MSR values by name (``"IA32_VMX_PROCBASED_CTLS2"``) or index (``0x48B``,
+``"0x48b"``), or the text of a capabilities file as ``vmxsim diagnose --capabilities`` reads it
+(rdmsr output, ``NAME = VALUE`` lines, TOML, JSON; ``vmx.capability_file``)."""
+_PSEUDO_NAMES = {FEATURE_CONTROL: "IA32_FEATURE_CONTROL", MAXPHYADDR: "MAXPHYADDR"}
+
+
+def wire_msrs(msrs: VmxMsrs | None) -> dict[str, int]:
+    """The ``vmx_msrs`` map of a request (a file's text is parsed here; a bad one raises the
+    core's ``CapabilityFileError``)."""
+    if isinstance(msrs, str):
+        msrs = parse_capability_file(msrs)
+    return {
+        key
+        if isinstance(key, str)
+        else MSR_NAMES.get(key) or _PSEUDO_NAMES.get(key, hex(key)): value
+        for key, value in (msrs or {}).items()
+    }
+
+
 def create_vcpu(
-    profile: str, mode: str, vm: str | None, l0: str | None = None, **capabilities: Any
+    profile: str,
+    mode: str,
+    vm: str | None,
+    l0: str | None = None,
+    vmx_msrs: VmxMsrs | None = None,
+    **capabilities: Any,
 ) -> Unary[VcpuInfo]:
     """CreateVcpu; ValueError for an unknown profile or mode (before any RPC). Capabilities left
-    None take the server's default."""
+    None take the server's default; ``vmx_msrs`` apply on top of them."""
     given = {name: value for name, value in capabilities.items() if value is not None}
     request = pb.CreateVcpuRequest(
         vm_id=vm or "",
         profile=check_profile(profile),
         mode=mode_to_pb(check_mode(mode)),
-        capabilities=pb.Capabilities(**given),
+        capabilities=pb.Capabilities(**given, vmx_msrs=wire_msrs(vmx_msrs)),
         l0=l0 or "",
     )
     return Unary("CreateVcpu", request, lambda r: VcpuInfo.from_pb(r.vcpu))

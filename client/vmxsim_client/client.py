@@ -36,7 +36,7 @@ import grpc
 from vmxsim.v1 import vmxsim_pb2_grpc as pb_grpc
 
 from . import calls
-from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION
+from .calls import DEFAULT_VMCS_REGION, DEFAULT_VMXON_REGION, VmxMsrs
 from .connection import retry_channel_options
 from .diagnoses import Capabilities as DiagnoseCapabilities
 from .diagnoses import diagnose_request, diagnosis_doc
@@ -234,15 +234,20 @@ class Client(Connection):
         cr3_target_count: int | None = None,
         feature_control: int | None = None,
         l0: str | None = None,
+        vmx_msrs: VmxMsrs | None = None,
     ) -> RemoteVcpu:
         """A new vCPU outside VMX operation; capabilities left None take the server's default;
         ``l0`` names the L0 model of a nested mode (None = the profile's default). ValueError for
-        an unknown profile or mode."""
+        an unknown profile or mode. ``vmx_msrs``: IA32_VMX_* MSR values by name or index (or a
+        capabilities file's text) applied on top, e.g. ``{"IA32_VMX_BASIC": basic & ~(1 << 55)}``
+        for a processor without the TRUE_* controls; InvalidArgumentError names an MSR no
+        processor reports. ``vcpu.info.capabilities["vmx_msrs"]`` shows every MSR it got."""
         info = self._unary(
             calls.create_vcpu(
                 profile, mode, vm, revision_id=revision_id, maxphyaddr=maxphyaddr,
                 vmx_misc_bit29=vmx_misc_bit29, vmcs_shadowing=vmcs_shadowing,
                 cr3_target_count=cr3_target_count, feature_control=feature_control, l0=l0,
+                vmx_msrs=vmx_msrs,
             )
         )  # fmt: skip
         return RemoteVcpu(self, info)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from vmxsim.v1 import vmxsim_pb2 as pb
+from vmxsim_server.vmx.capabilities import MSR_NAMES
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.records import COLUMNS, ExitRecord
 from vmxsim_server.vmx.summary import INSTRUCTIONS, distribution
@@ -346,7 +347,9 @@ class VcpuInfo:
     @classmethod
     def from_pb(cls, v: pb.Vcpu) -> VcpuInfo:
         """From the wire form."""
-        caps = {name: getattr(v.capabilities, name) for name in _CAPABILITIES}
+        caps: dict[str, Any] = {name: getattr(v.capabilities, name) for name in _CAPABILITIES}
+        msrs = v.capabilities.vmx_msrs  # in index order (SDM appendix A), unknown names last
+        caps["vmx_msrs"] = {n: msrs[n] for n in MSR_NAMES.values() if n in msrs} | dict(msrs)
         return cls(
             v.vcpu_id, v.vm_id, v.profile, mode_from_pb(v.mode),
             _VCPU_MODES.get(v.vcpu_mode, "unspecified"), v.current_vmcs_pointer, v.exits, caps,

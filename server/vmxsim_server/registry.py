@@ -34,6 +34,7 @@ from .quotas import Quotas
 from .tenancy import ANYONE, Caller
 from .vmx import snapshot as snapshots
 from .vmx.capabilities import Capabilities
+from .vmx.capability_msrs import with_msrs
 from .vmx.engine import BatchStats, Engine
 from .vmx.exceptions import (
     InvalidArgument,
@@ -545,7 +546,10 @@ def _number(object_id: str, kind: str) -> int:
 
 
 def _capabilities(changes: dict[str, Any]) -> Capabilities:
+    """The fields of ``changes``, then its ``vmx_msrs`` (index -> value) on top."""
+    fields = {name: value for name, value in changes.items() if name != "vmx_msrs"}
     try:
-        return Capabilities(**changes)
+        caps = Capabilities(**fields)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"invalid capabilities: {exc}") from None
+    return with_msrs(caps, changes["vmx_msrs"]) if changes.get("vmx_msrs") else caps

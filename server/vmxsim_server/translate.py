@@ -16,7 +16,9 @@ from typing import Any
 from vmxsim.v1 import vmxsim_pb2 as pb
 
 from .registry import VcpuEntry, VmEntry
-from .vmx.capabilities import Capabilities
+from .vmx.capabilities import MSR_NAMES, Capabilities
+from .vmx.capability_file import msr_index
+from .vmx.capability_msrs import readable_msrs
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, LimitExceeded
 from .vmx.latency import MODES
@@ -63,16 +65,29 @@ def mode_to_pb(name: str) -> pb.LatencyMode.ValueType:
 
 
 def capability_changes(message: pb.Capabilities) -> dict[str, Any]:
-    """The capabilities a request sets (unset fields keep the server's default)."""
-    return {
+    """The capabilities a request sets (unset fields keep the server's default); its MSRs by
+    index under ``vmx_msrs`` (the registry applies them on top)."""
+    changes: dict[str, Any] = {
         name: getattr(message, name)
         for name in _CAPABILITIES
         if message.HasField(name)  # type: ignore[arg-type]
     }
+    msrs: dict[int, int] = {}
+    for name, value in sorted(message.vmx_msrs.items()):
+        index = msr_index(name, "vmx_msrs")
+        if index in msrs:  # map order is unspecified: two spellings of one MSR are ambiguous
+            raise InvalidArgument(f"vmx_msrs: {name!r} names an MSR given already ({index:#x})")
+        msrs[index] = value
+    if msrs:
+        changes["vmx_msrs"] = msrs
+    return changes
 
 
 def _capabilities_message(caps: Capabilities) -> pb.Capabilities:
-    return pb.Capabilities(**{name: getattr(caps, name) for name in _CAPABILITIES})
+    return pb.Capabilities(
+        **{name: getattr(caps, name) for name in _CAPABILITIES},
+        vmx_msrs={MSR_NAMES[index]: value for index, value in readable_msrs(caps).items()},
+    )
 
 
 def vm_message(vm: VmEntry) -> pb.Vm:

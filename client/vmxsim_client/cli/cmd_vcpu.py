@@ -50,8 +50,13 @@ def _print(infos: Sequence[VcpuInfo], as_json: bool, single: bool = False) -> No
             print(f"{key:<14}{value}")
         print("capabilities")
         for key, value in info.capabilities.items():
+            if key == "vmx_msrs":
+                continue
             shown = f"{value:#x}" if key in ("revision_id", "feature_control") else value
             print(f"  {key:<18}{shown}")
+        print("vmx_msrs (as rdmsr reads them; a file of these lines is a --capabilities FILE)")
+        for name, value in info.capabilities.get("vmx_msrs", {}).items():
+            print(f"  {name:<29}{value:#018x}")
     else:
         render_rows([_row(i) for i in infos], COLUMNS)
 

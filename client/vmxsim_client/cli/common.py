@@ -164,11 +164,24 @@ def add_vcpu_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="offer the VMCS-shadowing secondary control (default off)",
     )
+    parser.add_argument(
+        "--capabilities",
+        metavar="FILE",
+        help="IA32_VMX_* MSR values applied on top of the defaults and the options above, in the"
+        " format 'vmxsim diagnose --capabilities' reads (rdmsr output, NAME = VALUE lines, TOML or"
+        " JSON); - for standard input",
+    )
 
 
 def create_vcpu_from_args(client: Client, args: argparse.Namespace) -> RemoteVcpu:
     """A new vCPU with the options of ``add_vcpu_options``."""
+    from .cmd_diagnose import read_input  # cmd_diagnose imports this module
+
+    msrs = None
+    if args.capabilities:
+        msrs = read_input(args.capabilities, "capabilities").decode("utf-8", "replace")
     return client.create_vcpu(
+        vmx_msrs=msrs,
         profile=args.profile,
         mode=args.mode,
         l0=args.l0,

@@ -181,12 +181,33 @@ class Capabilities(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class VmxMsrsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REVISION_ID_FIELD_NUMBER: _builtins.int
     MAXPHYADDR_FIELD_NUMBER: _builtins.int
     VMX_MISC_BIT29_FIELD_NUMBER: _builtins.int
     VMCS_SHADOWING_FIELD_NUMBER: _builtins.int
     CR3_TARGET_COUNT_FIELD_NUMBER: _builtins.int
     FEATURE_CONTROL_FIELD_NUMBER: _builtins.int
+    VMX_MSRS_FIELD_NUMBER: _builtins.int
     revision_id: _builtins.int
     """The VMCS revision identifier, IA32_VMX_BASIC[30:0] (default 0x11E57ED0, KVM's VMCS12)."""
     maxphyaddr: _builtins.int
@@ -199,6 +220,22 @@ class Capabilities(_message.Message):
     """IA32_VMX_MISC[24:16], the number of CR3-target values supported (default 4)."""
     feature_control: _builtins.int
     """The IA32_FEATURE_CONTROL MSR (default 0x5: locked, VMX outside SMX enabled)."""
+    @_builtins.property
+    def vmx_msrs(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """---- Capabilities as MSRs ----
+        IA32_VMX_* capability MSR values (SDM Vol. 3D appendix A) by name ("IA32_VMX_BASIC", also
+        without "IA32_") or index ("0x480"), each the 64-bit value `rdmsr` prints. In a request they
+        apply on top of the defaults and the fields above (an MSR wins where both say something);
+        "IA32_FEATURE_CONTROL" and "MAXPHYADDR" may be given here too. Giving a control MSR moves
+        the allowed-1 bits (63:32) of its TRUE_* twin with it. INVALID_ARGUMENT naming the MSR for
+        an unknown name, or for a value no processor reports: a control both must-be-1 and not
+        allowed to be 1, a default1 control read as 0 in a plain control MSR, a TRUE_* MSR that
+        differs from its plain MSR outside the default1 class, a CR0/CR4 bit fixed to both 1 and 0.
+        IA32_VMX_VMCS_ENUM is derived from the field table; a value given for it is ignored.
+        In a response, every MSR `rdmsr` could read on such a processor, by name (the TRUE_* MSRs
+        only with IA32_VMX_BASIC bit 55, PROCBASED_CTLS2 only when secondary controls are allowed).
+        """
+
     def __init__(
         self,
         *,
@@ -208,10 +245,11 @@ class Capabilities(_message.Message):
         vmcs_shadowing: _builtins.bool | None = ...,
         cr3_target_count: _builtins.int | None = ...,
         feature_control: _builtins.int | None = ...,
+        vmx_msrs: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cr3_target_count", b"_cr3_target_count", "_feature_control", b"_feature_control", "_maxphyaddr", b"_maxphyaddr", "_revision_id", b"_revision_id", "_vmcs_shadowing", b"_vmcs_shadowing", "_vmx_misc_bit29", b"_vmx_misc_bit29", "cr3_target_count", b"cr3_target_count", "feature_control", b"feature_control", "maxphyaddr", b"maxphyaddr", "revision_id", b"revision_id", "vmcs_shadowing", b"vmcs_shadowing", "vmx_misc_bit29", b"vmx_misc_bit29"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cr3_target_count", b"_cr3_target_count", "_feature_control", b"_feature_control", "_maxphyaddr", b"_maxphyaddr", "_revision_id", b"_revision_id", "_vmcs_shadowing", b"_vmcs_shadowing", "_vmx_misc_bit29", b"_vmx_misc_bit29", "cr3_target_count", b"cr3_target_count", "feature_control", b"feature_control", "maxphyaddr", b"maxphyaddr", "revision_id", b"revision_id", "vmcs_shadowing", b"vmcs_shadowing", "vmx_misc_bit29", b"vmx_misc_bit29"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cr3_target_count", b"_cr3_target_count", "_feature_control", b"_feature_control", "_maxphyaddr", b"_maxphyaddr", "_revision_id", b"_revision_id", "_vmcs_shadowing", b"_vmcs_shadowing", "_vmx_misc_bit29", b"_vmx_misc_bit29", "cr3_target_count", b"cr3_target_count", "feature_control", b"feature_control", "maxphyaddr", b"maxphyaddr", "revision_id", b"revision_id", "vmcs_shadowing", b"vmcs_shadowing", "vmx_misc_bit29", b"vmx_misc_bit29", "vmx_msrs", b"vmx_msrs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cr3_target_count: _TypeAlias = _typing.Literal["cr3_target_count"]  # noqa: Y015
     _WhichOneofArgType__cr3_target_count: _TypeAlias = _typing.Literal["_cr3_target_count", b"_cr3_target_count"]  # noqa: Y015
