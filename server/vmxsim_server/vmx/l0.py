@@ -67,10 +67,10 @@ from __future__ import annotations
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .bundled import BundledFiles
 from .exceptions import InvalidArgument, ProfileError
 from .fields import BY_NAME, Field
 from .l1_instructions import OPS, Op, operand_of
@@ -462,39 +462,14 @@ def parse_l0(text: str, path: str) -> L0Model:
     )
 
 
-def _bundled() -> dict[str, Any]:
-    folder = resources.files(__package__).joinpath("l0")
-    return {
-        entry.name.removesuffix(".toml"): entry
-        for entry in folder.iterdir()
-        if entry.name.endswith(".toml")
-    }
+_FILES = BundledFiles("l0", "L0 model", parse_l0)
 
 
 def available_l0_models() -> list[str]:
     """Names of the L0 models shipped with vmxsim."""
-    return sorted(_bundled())
-
-
-_LOADED: dict[str, L0Model] = {}
+    return _FILES.names()
 
 
 def load_l0(name_or_path: str) -> L0Model:
     """A bundled L0 model by name, or a model file by path (anything with '/' or '.toml')."""
-    if "/" in name_or_path or name_or_path.endswith(".toml"):
-        path = Path(name_or_path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ProfileError(str(path), "-", f"cannot read: {exc.strerror}") from None
-        return parse_l0(text, str(path))
-    cached = _LOADED.get(name_or_path)
-    if cached is not None:
-        return cached
-    bundled = _bundled()
-    entry = bundled.get(name_or_path)
-    if entry is None:
-        known = ", ".join(sorted(bundled)) or "none"
-        raise InvalidArgument(f"unknown L0 model {name_or_path!r} (known: {known})")
-    model = _LOADED[name_or_path] = parse_l0(entry.read_text(), f"l0/{entry.name}")
-    return model
+    return _FILES.load(name_or_path)

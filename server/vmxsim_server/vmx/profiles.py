@@ -43,12 +43,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .bundled import BundledFiles
 from .cache import CachePolicy
-from .exceptions import InvalidArgument, ProfileError, UnknownField
+from .exceptions import ProfileError, UnknownField
 from .exit_reasons import lookup_reason
 from .fields import BY_NAME, Field, Kind
 from .l1_instructions import OPS, VMX_OPS, operand_of
@@ -348,41 +348,14 @@ def parse_profile(text: str, path: str) -> Profile:
     )
 
 
-def _bundled() -> dict[str, Any]:
-    folder = resources.files(__package__).joinpath("profiles")
-    return {
-        entry.name.removesuffix(".toml"): entry
-        for entry in folder.iterdir()
-        if entry.name.endswith(".toml")
-    }
+_FILES = BundledFiles("profiles", "profile", parse_profile)
 
 
 def available_profiles() -> list[str]:
     """Names of the profiles shipped with vmxsim."""
-    return sorted(_bundled())
-
-
-_LOADED: dict[str, Profile] = {}
+    return _FILES.names()
 
 
 def load_profile(name_or_path: str) -> Profile:
     """A bundled profile by name, or a profile file by path (anything with '/' or '.toml')."""
-    if "/" in name_or_path or name_or_path.endswith(".toml"):
-        path = Path(name_or_path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ProfileError(str(path), "-", f"cannot read: {exc.strerror}") from None
-        return parse_profile(text, str(path))
-    cached = _LOADED.get(name_or_path)
-    if cached is not None:
-        return cached
-    bundled = _bundled()
-    entry = bundled.get(name_or_path)
-    if entry is None:
-        known = ", ".join(sorted(bundled)) or "none"
-        raise InvalidArgument(
-            f"unknown profile {name_or_path!r} (known: {known}; or give a .toml path)"
-        )
-    profile = _LOADED[name_or_path] = parse_profile(entry.read_text(), f"profiles/{entry.name}")
-    return profile
+    return _FILES.load(name_or_path)
