@@ -12,34 +12,18 @@ import argparse
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
-from vmxsim_server.vmx.dumps import FORMATS, MAX_DUMP_BYTES
+from vmxsim_server.vmx.dumps import FORMATS
 
 from ..errors import CliError
 from ..rpc_errors import InvalidArgumentError, ResourceExhaustedError
-from .common import add_server_options, client_from_args, rpc_command
+from .common import add_server_options, client_from_args, read_input, rpc_command
 from .output import emit_json
 
 __all__ = ["read_input", "register", "render"]
 
 FAILS = 1
-
-
-def read_input(path: str, what: str = "dump") -> bytes:
-    """The bytes of a file or of standard input (``-``), at most MAX_DUMP_BYTES."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_DUMP_BYTES + 1)
-        else:
-            with Path(path).open("rb") as handle:
-                data = handle.read(MAX_DUMP_BYTES + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_DUMP_BYTES:
-        raise CliError(f"{path}: the {what} is larger than {MAX_DUMP_BYTES:,} bytes (1 MiB)")
-    return data
 
 
 def _value(value: int) -> str:

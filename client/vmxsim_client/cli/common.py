@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, TextIO
 
 from vmxsim_server.vmx.l0 import available_l0_models
@@ -173,10 +174,26 @@ def add_vcpu_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def read_input(path: str, what: str = "dump") -> bytes:
+    """The bytes of a file or of standard input (``-``), at most MAX_DUMP_BYTES (a dump or a
+    capabilities file)."""
+    from vmxsim_server.vmx.dumps import MAX_DUMP_BYTES  # the dump parsers load on use
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_DUMP_BYTES + 1)
+        else:
+            with Path(path).open("rb") as handle:
+                data = handle.read(MAX_DUMP_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_DUMP_BYTES:
+        raise CliError(f"{path}: the {what} is larger than {MAX_DUMP_BYTES:,} bytes (1 MiB)")
+    return data
+
+
 def create_vcpu_from_args(client: Client, args: argparse.Namespace) -> RemoteVcpu:
     """A new vCPU with the options of ``add_vcpu_options``."""
-    from .cmd_diagnose import read_input  # cmd_diagnose imports this module
-
     msrs = None
     if args.capabilities:
         msrs = read_input(args.capabilities, "capabilities").decode("utf-8", "replace")
