@@ -329,6 +329,10 @@ async def serve(config: ServerConfig, observer: Observer = NULL_OBSERVER) -> Non
             loop.remove_signal_handler(number)
 
 
+_SETTLE_SECONDS = 1.0
+"""How long an in-process server waits at stop for streams its client cancelled to end."""
+
+
 class BackgroundServer:
     """A server on a daemon thread with its own event loop; a context manager that stops it."""
 
@@ -372,6 +376,12 @@ class BackgroundServer:
         self.address = f"{host}:{running.port}"
         self._ready.set()
         await self._stop.wait()
+        # The command's client has just closed its channel: let the streams it cancelled end
+        # on their own before the shutdown cancels their handlers (grpc prints a traceback for
+        # a handler it cancels, which a CLI user must not see).
+        deadline = asyncio.get_running_loop().time() + _SETTLE_SECONDS
+        while running.service.streams.active and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         await running.shutdown(self._grace)
 
     def stop(self, grace: float | None = None) -> None:
