@@ -30,13 +30,13 @@ of other events, ``#`` comments, ``cpus=N`` and ``CPU N is empty`` headers are p
 kvm_exit/kvm_entry line that does not parse is malformed. Each exit carries its vCPU and VM
 (``identity.py``; the ``vcpu``/``vm`` batch columns, ``threads``).
 
-How it keeps up with the disk: the input is split into lines a block (1 MiB) at a time; a line
-costs one ``bytes.partition``. Payloads repeat (reason, rip and info recur), so a payload is
-parsed once and remembered as its packed column values; task prefixes (``comm-tid [cpu]
-flags``) are checked once and remembered as their thread. A line with a remembered payload and
-prefix only has its timestamp parsed; every other line goes through the line-at-a-time rules of
-``ftrace_lines.py``. Columns are ``bytes.join``-ed and cut into ``array.array`` columns per
-batch: no per-exit tuple or record is built.
+How it keeps up with the disk: the input is split into lines a block (1 MiB) at a time.
+Payloads repeat (reason, rip and info recur), so a payload is parsed once and remembered as its
+packed column values; task prefixes (``comm-tid [cpu] flags``) are checked once and remembered
+as their thread. A line with a remembered payload and prefix only has its timestamp parsed, in
+bulk by ``scan.py`` (a C extension, or its Python twin without a compiler); every other line
+goes through the line-at-a-time rules of ``ftrace_lines.py``. Columns are ``bytes.join``-ed and
+cut into ``array.array`` columns per batch: no per-exit tuple or record is built.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from __future__ import annotations
 import itertools
 import re
 import struct
+import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -54,7 +55,8 @@ from .base import Row, TraceReader
 from .ftrace_lines import Exit, LineParser, exit_fields, split_header, thread_id
 from .ftrace_lines import thread_key as _thread_key
 from .identity import Thread, named_vcpu, parse_task
-from .lines import TOO_LONG, LineSource, long_line_problem
+from .lines import TOO_LONG, Chunk, LineSource, long_line_problem
+from .scan import new_memo, scan
 
 __all__ = ["FtraceReader"]
 
@@ -65,7 +67,6 @@ _PRINTABLE = re.compile(rb"[ -~]*\Z").match
 _CACHE_LIMIT = 1 << 16  # distinct payloads / task prefixes remembered per reader
 _TEXT_LIST = 4096  # str lines per list when the input is an iterable of str
 _NEVER: dict[bytes, Thread | None] = {}  # the table of timestamp kinds never read in bulk
-_RISKY_END = frozenset(range(0x1C, 0x20)) | frozenset(range(0x80, 0x100))  # str.rstrip() strips
 
 
 class FtraceReader(TraceReader):
@@ -89,7 +90,6 @@ class FtraceReader(TraceReader):
         """The traced threads by thread id (text), with their comm, vCPU and VM."""
         self._vcpu_of_thread: dict[str, int] = {}
         self._payloads: dict[bytes, tuple[bytes, int]] = {}  # payload -> (record, own vcpu)
-        self._entry_payloads: dict[bytes, int] = {}  # kvm_entry payload -> its vcpu
         # task prefix -> its thread (None: read such lines line at a time), by timestamp kind
         self._dotted: dict[bytes, Thread | None] = {}  # before 'sec.usec:'
         self._raw: dict[bytes, Thread | None] = {}  # before '[cpu]clock:'
@@ -151,80 +151,58 @@ class FtraceReader(TraceReader):
 
     # --- the bulk path -------------------------------------------------------------------------
 
-    def _line_lists(self) -> Iterator[list[bytes]]:
+    def _chunks(self) -> Iterator[Chunk]:
         if self._line_source is not None:
-            yield from self._line_source.lists()
+            yield from self._line_source.chunks()
             return
         lines = iter(self._lines)
         while piece := list(itertools.islice(lines, _TEXT_LIST)):
             yield [line.encode("utf-8", "surrogatepass") for line in piece]
 
     def _read(self, records: list[bytes], stamps: array[float], who: list[bytes]) -> Iterator[None]:
-        """Fill the three lists from the input, yielding after each list of lines.
+        """Fill the three lists from the input, yielding after each chunk of lines.
 
-        The common line, ``<prefix> <sec.usec>: kvm_exit:<payload>`` or ``...: kvm_entry:
-        vcpu N...``, is read inline; anything else (perf's ``kvm:``, raw clocks, new payloads
-        or prefixes, other events) by ``_line``. (``bytes.find`` and ``partition``, never ``in``:
-        ``b"x" in line`` first tries ``x`` as an integer and pays for the TypeError.)"""
-        payload_of = self._payloads.get
-        vcpu_of = self._entry_payloads.get
-        thread_of = self._dotted.get
+        ``scan`` (the C extension, or its Python twin) takes the common lines in bulk and stops
+        at the first it cannot take; ``_line`` reads that one, and ``scan`` goes on after it.
+        While a wrapped header waits in the parser every line goes to ``_line``."""
         parser = self._parser
-        add_record, add_stamp, add_who = records.append, stamps.append, who.append
+        tables = (self._payloads, self._dotted, self._raw, self._perf)
+        limit = self._limit() or sys.maxsize
+        memo = new_memo()
+        hz = self.raw_clock_hz
         lineno = exits = 0
-        pending = False  # a wrapped header waits in the parser: read line at a time
-        for lines in self._line_lists():
-            first = lineno + 1
-            for lineno, line in enumerate(lines, first):
-                head, sep, payload = line.partition(b": kvm_exit:")
-                if pending:
-                    pass
-                elif sep:
-                    known = payload_of(payload)
-                    if known is not None:
-                        prefix, _, stamp = head.rpartition(b" ")
-                        thread = thread_of(prefix)
-                        if thread is not None and (stamp[-7:-6] == b"." or stamp.find(b".") >= 0):
-                            try:
-                                timestamp = float(stamp)
-                            except ValueError:
-                                timestamp = -1.0
-                            if 0.0 <= timestamp < _INFINITY:
-                                add_record(known[0])
-                                add_stamp(timestamp)
-                                vcpu = known[1]
-                                add_who(thread.current if vcpu < 0 else thread.identity(vcpu))
-                                exits += 1
-                                continue
-                else:
-                    head, sep, payload = line.partition(b": kvm_entry:")
-                    if sep:
-                        entered = vcpu_of(payload)
-                        if entered is not None:
-                            prefix, _, stamp = head.rpartition(b" ")
-                            thread = thread_of(prefix)
-                            # kvm_exit can only hide in the timestamp's place (the payload and
-                            # the prefix were checked when they were remembered)
-                            if thread is not None and stamp.find(b"kvm_exit") < 0:
-                                if thread.entry_vcpu != entered:
-                                    self._entered(thread.key, entered)
-                                else:
-                                    self.entries += 1
-                                continue
-                    elif line.find(b"kvm_e") < 0:
-                        tail = line.rstrip()
-                        if not tail:
-                            continue
-                        if (
-                            tail[-1] != 58  # ':' (a wrapped header)
-                            and tail[-1] not in _RISKY_END
-                            and line.find(b"kvm_nested_vmexit") < 0
-                            and line is not TOO_LONG
-                        ):
-                            continue
-                if self._line(lineno, line, records, stamps, who):
-                    exits += 1
-                pending = parser.pending is not None
+
+        def bulk(chunk: bytes, pos: int) -> int:
+            nonlocal lineno, exits
+            pos, lines, taken, entered = scan(
+                chunk, pos, limit, memo, *tables, hz, records, stamps, who
+            )
+            lineno += lines
+            exits += taken
+            self.entries += entered
+            return pos
+
+        for chunk in self._chunks():
+            if isinstance(chunk, list):  # lines already split (text input, the input's end)
+                for line in chunk:
+                    plain = parser.pending is None and line is not TOO_LONG
+                    if plain and line.find(b"\n") < 0 and bulk(line, 0) > len(line):
+                        continue
+                    lineno += 1
+                    exits += self._line(lineno, line, records, stamps, who)
+            else:
+                pos, size = 0, len(chunk)
+                while pos <= size:
+                    if parser.pending is None:
+                        pos = bulk(chunk, pos)
+                        if pos > size:
+                            break
+                    end = chunk.find(b"\n", pos)
+                    end = size if end < 0 else end
+                    line = chunk[pos:end] if end - pos <= limit else TOO_LONG
+                    lineno += 1
+                    exits += self._line(lineno, line, records, stamps, who)
+                    pos = end + 1
             self.lines, self.exits = lineno, exits
             yield None
         parser.end(lineno)
@@ -238,6 +216,8 @@ class FtraceReader(TraceReader):
         head, sep, payload = line.partition(b"kvm_exit:")
         if sep and not was_pending:
             known = self._payloads.get(payload)
+            if known is None and self._task(head, check_new=False)[0] is not None:
+                known = self._remember(payload)  # a new payload of a known thread: parse it once
             if known is not None and self._bulk_exit(head, known, records, stamps, who):
                 return True
         elif not sep and not was_pending and self._entry(line):
@@ -294,14 +274,7 @@ class FtraceReader(TraceReader):
         text = fields[1].rstrip(b",")
         if not (text.isdigit() and len(text) < 20):
             return False
-        vcpu = int(text)
-        if (
-            len(self._entry_payloads) < _CACHE_LIMIT
-            and payload.startswith(b" ")
-            and payload.find(b"kvm_exit") < 0
-        ):
-            self._entry_payloads[payload] = vcpu  # for the inline path (': kvm_entry:')
-        self._entered(thread.key, vcpu)
+        self._entered(thread.key, int(text))
         return True
 
     # --- the line-at-a-time path ---------------------------------------------------------------
@@ -320,22 +293,27 @@ class FtraceReader(TraceReader):
         else:
             who.append(thread.identity(vcpu))
 
-    def _remember(self, payload: bytes) -> None:
-        """Remember a payload parsed on the slow path for the bulk path (known reasons only)."""
-        if len(self._payloads) >= _CACHE_LIMIT or b"kvm_e" in payload:
-            return
+    def _remember(self, payload: bytes) -> tuple[bytes, int] | None:
+        """Remember a payload for the bulk path (known reason spellings only); its value."""
+        known = self._payloads.get(payload)
+        if known is not None or len(self._payloads) >= _CACHE_LIMIT or b"kvm_e" in payload:
+            return known
         try:
             fields = exit_fields(payload.decode("utf-8", self._errors).split())
         except ValueError:
-            return
-        number = self._reasons.get(fields[0], -1)
-        if number >= 0:
-            record = _RECORD.pack(number, *fields[1:6])
-            self._payloads[payload] = (record, fields[6])
+            return None
+        number = self._reasons.get(fields[0], -1)  # no side effect: spellings seen before
+        if number < 0:
+            return None
+        known = self._payloads[payload] = (_RECORD.pack(number, *fields[1:6]), fields[6])
+        return known
 
-    def _task(self, head: bytes) -> tuple[Thread | None, bytes, dict[bytes, Thread | None]]:
+    def _task(
+        self, head: bytes, check_new: bool = True
+    ) -> tuple[Thread | None, bytes, dict[bytes, Thread | None]]:
         """The thread of a header (the text before the event name), its timestamp token and the
-        table of its timestamp kind (perf script's ``kvm:`` before the event, raw clocks)."""
+        table of its timestamp kind (perf script's ``kvm:`` before the event, raw clocks);
+        a prefix not seen before is checked, unless ``check_new`` is false (then None)."""
         text = head.rstrip()
         if text.endswith(b" kvm:"):  # perf script: kvm:kvm_exit
             text, table = text[:-5], self._perf
@@ -345,7 +323,7 @@ class FtraceReader(TraceReader):
         if stamp[:1] == b"[":  # raw clock glued to the CPU field
             table = self._raw if table is self._dotted else _NEVER
         thread = table.get(prefix)
-        if thread is None and prefix not in table:
+        if thread is None and check_new and prefix not in table:
             thread = self._prefix(prefix, table)
         return thread, stamp, table
 

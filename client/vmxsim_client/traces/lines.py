@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-__all__ = ["MAX_LINE_BYTES", "TOO_LONG", "TOO_LONG_TEXT", "LineSource", "long_line_problem"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "TOO_LONG",
+    "TOO_LONG_TEXT",
+    "Chunk",
+    "LineSource",
+    "long_line_problem",
+]
 
 MAX_LINE_BYTES = 1 << 20
 """The longest line a reader accepts (1 MiB; a kvm_exit line is ~100-200 bytes)."""
@@ -22,6 +29,12 @@ TOO_LONG = b"\n(line too long)\n"
 """Stands in for an over-long line (compared by identity; no split line holds a line break)."""
 TOO_LONG_TEXT = "\n(line too long)\n"
 """The same for ``str`` lines."""
+
+
+Chunk = bytes | list[bytes]
+"""Consecutive lines: either their text joined by ``\\n`` (not yet split, and without the
+over-long check: a line longer than the limit in it stands for :data:`TOO_LONG`), or a list of
+lines already split and checked."""
 
 
 def long_line_problem(limit: int) -> str:
@@ -37,29 +50,44 @@ class LineSource:
             raise ValueError("max_line_bytes must be at least 1")
         self.max_line_bytes = max_line_bytes
         self._blocks = iter(blocks)
-        self._held: list[list[bytes]] = []  # lists peeked at by head(), handed out first
-        self._rest: Iterator[list[bytes]] | None = None
+        self._held: list[Chunk] = []  # lists peeked at by head(), handed out first
+        self._rest: Iterator[Chunk] | None = None
 
     def head(self, count: int) -> list[bytes]:
         """The first ``count`` lines (or fewer); they are still handed out by :meth:`lists`."""
         lines: list[bytes] = []
         for held in self._held:
-            lines.extend(held)
+            lines.extend(self._lines_of(held))
         source = self._rest or self._split()
         while len(lines) < count:
             piece = next(source, None)
             if piece is None:
                 break
             self._held.append(piece)
-            lines.extend(piece)
+            lines.extend(self._lines_of(piece))
         self._rest = source
         return lines[:count]
 
-    def lists(self) -> Iterator[list[bytes]]:
-        """Every line, in lists of consecutive lines."""
+    def chunks(self) -> Iterator[Chunk]:
+        """Every line, in chunks of consecutive lines (see :data:`Chunk`): for readers that
+        split and check lines themselves (the ftrace reader's bulk path)."""
         held, self._held = self._held, []
         yield from held
         yield from self._rest or self._split()
+
+    def lists(self) -> Iterator[list[bytes]]:
+        """Every line, in lists of consecutive lines."""
+        for chunk in self.chunks():
+            yield self._lines_of(chunk)
+
+    def _lines_of(self, chunk: Chunk) -> list[bytes]:
+        if isinstance(chunk, list):
+            return chunk
+        lines = chunk.split(b"\n")
+        limit = self.max_line_bytes
+        if max(map(len, lines)) > limit:
+            lines = [TOO_LONG if len(line) > limit else line for line in lines]
+        return lines
 
     def text(self) -> Iterator[str]:
         """Every line as ``str`` (``TOO_LONG_TEXT`` for an over-long one)."""
@@ -67,7 +95,7 @@ class LineSource:
             for line in piece:
                 yield TOO_LONG_TEXT if line is TOO_LONG else line.decode("utf-8", "replace")
 
-    def _split(self) -> Iterator[list[bytes]]:
+    def _split(self) -> Iterator[Chunk]:
         limit = self.max_line_bytes
         carry = b""
         dropping = False  # inside an over-long line: drop bytes up to its end
@@ -103,17 +131,14 @@ class LineSource:
                 whole = whole[:-1]
             if b"\r" in whole:
                 whole = whole.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            lines = whole.split(b"\n")
-            if max(map(len, lines)) > limit:
-                lines = [TOO_LONG if len(line) > limit else line for line in lines]
+            yield whole
             if len(carry) - carry.endswith(b"\r") > limit:
                 if carry.endswith(b"\r"):
                     skip_lf = True
-                    lines.append(TOO_LONG)
+                    yield [TOO_LONG]
                 else:
                     dropping = True
                 carry = b""
-            yield lines
         if dropping:
             yield [TOO_LONG]
         elif carry:

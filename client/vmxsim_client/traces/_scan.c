@@ -1,0 +1,441 @@
+/* The ftrace reader's bulk path in C: the compiled twin of scan.py's ``scan_chunk``, whose
+ * docstring gives the rules; this file follows them branch for branch, and
+ * tests/test_traces_native.py checks that both give the same columns, counts and stopping
+ * point on every fixture and on generated lines.
+ *
+ * scan(chunk, pos, limit, memo, payloads, dotted, raw, perf, raw_clock_hz, records, stamps,
+ *      who) -> (pos, lines, exits, entries)
+ *
+ * Built by hatch_build.py when a C compiler is there; without it the Python twin runs (same
+ * results, slower).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static PyObject *str_current, *str_identity, *str_entry_vcpu, *str_frombytes;
+
+/* --- the memo: a direct-mapped table of byte strings already looked up in the reader's
+ * dicts (payload -> known tuple, task prefix -> thread), so that a repeated one costs a hash
+ * and a memcmp instead of a bytes object, SipHash and a dict look-up. It holds references:
+ * the dicts only grow and their values never change, so a remembered answer stays right. */
+
+#define MEMO_SLOTS (1 << 17)
+#define MEMO_MAX_KEY 512
+
+typedef struct {
+    uint64_t hash;
+    int kind;        /* which dict: a prefix table (0-2) or the payloads (3) */
+    PyObject *key;   /* bytes */
+    PyObject *value; /* what the dict holds for it */
+} Slot;
+
+typedef struct {
+    Slot slots[MEMO_SLOTS];
+} Memo;
+
+static void memo_free(PyObject *capsule) {
+    Memo *memo = PyCapsule_GetPointer(capsule, "vmxsim._scan.memo");
+    if (memo == NULL)
+        return;
+    for (int k = 0; k < MEMO_SLOTS; k++) {
+        Py_XDECREF(memo->slots[k].key);
+        Py_XDECREF(memo->slots[k].value);
+    }
+    PyMem_Free(memo);
+}
+
+static PyObject *memo_new(PyObject *self, PyObject *unused) {
+    Memo *memo = PyMem_Calloc(1, sizeof(Memo));
+    if (memo == NULL)
+        return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(memo, "vmxsim._scan.memo", memo_free);
+    if (capsule == NULL)
+        PyMem_Free(memo);
+    return capsule;
+}
+
+static uint64_t hash_bytes(const char *s, Py_ssize_t n, uint64_t seed) {
+    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 31;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, (size_t)n);
+    h = (h ^ w) * 0x94D049BB133111EBULL;
+    h ^= h >> 29;
+    return h;
+}
+
+/* dict[text] through the memo: borrowed value, or NULL (not in the dict or None: *error says
+ * whether an exception is set). */
+static PyObject *lookup(Memo *memo, PyObject *dict, int kind, const char *text,
+                        Py_ssize_t len, int *error) {
+    uint64_t h = hash_bytes(text, len, (uint64_t)kind);
+    Slot *slot = &memo->slots[h & (MEMO_SLOTS - 1)];
+    if (slot->key != NULL && slot->hash == h && slot->kind == kind &&
+        PyBytes_GET_SIZE(slot->key) == len &&
+        memcmp(PyBytes_AS_STRING(slot->key), text, (size_t)len) == 0)
+        return slot->value;
+    PyObject *key = PyBytes_FromStringAndSize(text, len);
+    if (key == NULL) {
+        *error = 1;
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL || value == Py_None) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            *error = 1;
+        return NULL;
+    }
+    if (len <= MEMO_MAX_KEY) {
+        Py_XSETREF(slot->key, key);
+        Py_INCREF(value);
+        Py_XSETREF(slot->value, value);
+        slot->hash = h;
+        slot->kind = kind;
+        return value;
+    }
+    Py_DECREF(key);
+    return value; /* borrowed from the dict, which keeps it */
+}
+
+/* --- one line ----------------------------------------------------------------------------- */
+
+static int is_space(unsigned char c) {
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* The first ``pat`` in ``s[:n]`` (lines are short and the needles rare: memchr for the first
+ * byte, then memcmp, beats memmem's per-call set-up). */
+static const char *find(const char *s, Py_ssize_t n, const char *pat, Py_ssize_t m) {
+    const char *end = s + n - m + 1;
+    while (s < end) {
+        s = memchr(s, pat[0], (size_t)(end - s));
+        if (s == NULL)
+            return NULL;
+        if (memcmp(s + 1, pat + 1, (size_t)(m - 1)) == 0)
+            return s;
+        s++;
+    }
+    return NULL;
+}
+
+typedef struct {
+    Memo *memo;
+    PyObject *tables[3]; /* dotted, raw, perf */
+    PyObject *payloads;
+} Context;
+
+enum { DOTTED = 0, RAW = 1, PERF = 2, PAYLOAD = 3 };
+
+/* The remembered thread of a header (bytes before the event name), as scan.py's _task;
+ * borrowed, or NULL when the line must go to the Python rules. */
+static PyObject *task(Context *c, const char *head, Py_ssize_t len, const char **stamp,
+                      Py_ssize_t *stamp_len, int *kind, int *error) {
+    while (len > 0 && is_space((unsigned char)head[len - 1]))
+        len--;
+    *kind = DOTTED;
+    if (len >= 5 && memcmp(head + len - 5, " kvm:", 5) == 0) {
+        len -= 5;
+        *kind = PERF;
+    }
+    Py_ssize_t space = len - 1;
+    while (space >= 0 && head[space] != ' ')
+        space--;
+    *stamp = head + space + 1;
+    *stamp_len = len - space - 1;
+    if (*stamp_len > 0 && (*stamp)[0] == '[') {
+        if (*kind == PERF)
+            return NULL; /* perf script never glues a raw clock to the CPU */
+        *kind = RAW;
+    }
+    return lookup(c->memo, c->tables[*kind], *kind, head, space >= 0 ? space : 0,
+                  error);
+}
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* float(text), or -1.0 when Python's float() refuses it. Digits with one '.' and at most 15
+ * significant digits: N / 10**k with both exact doubles, one correctly rounded division, which
+ * is the correctly rounded value of the decimal, as float() gives; anything else: float(). */
+static double parse_stamp(const char *text, Py_ssize_t len, int *error) {
+    uint64_t n = 0;
+    int digits = 0, fraction = -1, plain = len > 1 && len <= 40;
+    for (Py_ssize_t k = 0; plain && k < len; k++) {
+        char ch = text[k];
+        if (ch >= '0' && ch <= '9') {
+            n = n * 10 + (uint64_t)(ch - '0');
+            if (n != 0)
+                digits++;
+            if (fraction >= 0)
+                fraction++;
+        } else if (ch == '.' && fraction < 0) {
+            fraction = 0;
+        } else {
+            plain = 0;
+        }
+    }
+    if (plain && fraction >= 0 && digits <= 15 && fraction <= 22 && len > 1)
+        return (double)n / POW10[fraction];
+    PyObject *token = PyBytes_FromStringAndSize(text, len);
+    if (token == NULL) {
+        *error = 1;
+        return -1.0;
+    }
+    PyObject *value = PyFloat_FromString(token);
+    Py_DECREF(token);
+    if (value == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            return -1.0;
+        }
+        *error = 1;
+        return -1.0;
+    }
+    double result = PyFloat_AS_DOUBLE(value);
+    Py_DECREF(value);
+    return result;
+}
+
+typedef struct {
+    PyObject *thread, *vcpu, *who; /* borrowed, borrowed, owned */
+} Identity;
+
+#define IDENTITIES 16
+
+/* The packed identity of an exit (thread.current, or thread.identity(vcpu)); borrowed from the
+ * per-call table. Nothing changes a thread's identities during one scan (a vCPU change stops
+ * it). */
+static PyObject *identity(Identity *table, PyObject *thread, PyObject *vcpu) {
+    Identity *slot = &table[(((uintptr_t)thread >> 4) ^ (uintptr_t)vcpu >> 4) % IDENTITIES];
+    if (slot->who != NULL && slot->thread == thread && slot->vcpu == vcpu)
+        return slot->who;
+    long n = PyLong_AsLong(vcpu);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *who = n < 0 ? PyObject_GetAttr(thread, str_current)
+                          : PyObject_CallMethodOneArg(thread, str_identity, vcpu);
+    if (who == NULL)
+        return NULL;
+    Py_XSETREF(slot->who, who);
+    slot->thread = thread;
+    slot->vcpu = vcpu;
+    return who;
+}
+
+typedef struct {
+    double *times;
+    Py_ssize_t used, cap;
+} Times;
+
+static int add_time(Times *t, double value) {
+    if (t->used == t->cap) {
+        Py_ssize_t cap = t->cap ? t->cap * 2 : 4096;
+        double *grown = PyMem_Realloc(t->times, (size_t)cap * sizeof(double));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->times = grown;
+        t->cap = cap;
+    }
+    t->times[t->used++] = value;
+    return 0;
+}
+
+enum { STOP = 0, EXIT = 1, ENTRY = 2, OTHER = 3, FAILED = -1 };
+
+/* What the bulk path does with one line: STOP (the Python rules read it), EXIT (appended),
+ * ENTRY or OTHER (passed over), FAILED (an exception is set). */
+static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Identity *ids,
+                    PyObject *records, PyObject *who, Times *times) {
+    const char *e = find(line, len, "kvm_e", 5);
+    if (e == NULL) { /* another event: unless it may be half of a wrapped record */
+        Py_ssize_t tail = len;
+        while (tail > 0 && is_space((unsigned char)line[tail - 1]))
+            tail--;
+        if (tail == 0)
+            return OTHER;
+        unsigned char last = (unsigned char)line[tail - 1];
+        if (last == ':' || (last >= 0x1C && last < 0x20) || last >= 0x80 ||
+            find(line, len, "kvm_nested_vmexit", 17) != NULL)
+            return STOP;
+        return OTHER;
+    }
+    Py_ssize_t from = e - line;
+    const char *stamp;
+    Py_ssize_t stamp_len;
+    int kind, error = 0;
+    const char *exit = find(e, len - from, "kvm_exit:", 9);
+    if (exit != NULL) {
+        Py_ssize_t at = exit - line;
+        PyObject *known =
+            lookup(c->memo, c->payloads, PAYLOAD, exit + 9, len - at - 9, &error);
+        if (known == NULL)
+            return error ? FAILED : STOP;
+        if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2)
+            return STOP;
+        PyObject *thread = task(c, line, at, &stamp, &stamp_len, &kind, &error);
+        if (thread == NULL)
+            return error ? FAILED : STOP;
+        if (stamp_len < 1 || stamp[stamp_len - 1] != ':')
+            return STOP;
+        double t;
+        if (kind == RAW) {
+            const char *close = memchr(stamp, ']', (size_t)stamp_len);
+            if (close == NULL)
+                return STOP;
+            const char *digits = close + 1, *end = stamp + stamp_len - 1;
+            if (digits >= end || end - digits > 15)
+                return STOP; /* none, or more than an exact double holds: the Python rules */
+            uint64_t v = 0;
+            for (const char *d = digits; d < end; d++) {
+                if (*d < '0' || *d > '9')
+                    return STOP;
+                v = v * 10 + (uint64_t)(*d - '0');
+            }
+            t = (double)v / hz;
+        } else {
+            if (memchr(stamp, '.', (size_t)stamp_len) == NULL)
+                return STOP;
+            t = parse_stamp(stamp, stamp_len - 1, &error);
+            if (error)
+                return FAILED;
+        }
+        if (!(t >= 0.0 && t < Py_HUGE_VAL))
+            return STOP;
+        PyObject *packed = identity(ids, thread, PyTuple_GET_ITEM(known, 1));
+        if (packed == NULL || add_time(times, t) < 0)
+            return FAILED;
+        if (PyList_Append(records, PyTuple_GET_ITEM(known, 0)) < 0 ||
+            PyList_Append(who, packed) < 0)
+            return FAILED;
+        return EXIT;
+    }
+    const char *entry = find(e, len - from, "kvm_entry:", 10);
+    if (entry == NULL || find(e, len - from, "kvm_exit", 8) != NULL)
+        return STOP;
+    PyObject *thread = task(c, line, entry - line, &stamp, &stamp_len, &kind, &error);
+    if (thread == NULL)
+        return error ? FAILED : STOP;
+    if (stamp_len < 1 || stamp[stamp_len - 1] != ':')
+        return STOP;
+    /* payload.split(None, 2): 'vcpu', then the number (trailing commas stripped) */
+    const char *p = entry + 10, *end = line + len;
+    while (p < end && is_space((unsigned char)*p))
+        p++;
+    const char *word = p;
+    while (p < end && !is_space((unsigned char)*p))
+        p++;
+    if (p - word != 4 || memcmp(word, "vcpu", 4) != 0)
+        return STOP;
+    while (p < end && is_space((unsigned char)*p))
+        p++;
+    const char *number = p;
+    while (p < end && !is_space((unsigned char)*p))
+        p++;
+    while (p > number && p[-1] == ',')
+        p--;
+    if (p == number || p - number > 18)
+        return STOP;
+    long long v = 0;
+    for (const char *d = number; d < p; d++) {
+        if (*d < '0' || *d > '9')
+            return STOP;
+        v = v * 10 + (*d - '0');
+    }
+    PyObject *current = PyObject_GetAttr(thread, str_entry_vcpu);
+    if (current == NULL)
+        return FAILED;
+    int same = PyLong_CheckExact(current) && PyLong_AsLongLong(current) == v;
+    Py_DECREF(current);
+    if (PyErr_Occurred())
+        return FAILED;
+    return same ? ENTRY : STOP; /* a vCPU change: the Python rules record it */
+}
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    PyObject *data, *capsule, *payloads, *dotted, *raw, *perf, *records, *stamps, *who;
+    Py_ssize_t pos, limit;
+    double hz;
+    if (!PyArg_ParseTuple(args, "SnnOO!O!O!O!dO!OO!", &data, &pos, &limit, &capsule,
+                          &PyDict_Type, &payloads, &PyDict_Type, &dotted, &PyDict_Type, &raw,
+                          &PyDict_Type, &perf, &hz, &PyList_Type, &records, &stamps,
+                          &PyList_Type, &who))
+        return NULL;
+    Memo *memo = PyCapsule_GetPointer(capsule, "vmxsim._scan.memo");
+    if (memo == NULL)
+        return NULL;
+    Context c = {memo, {dotted, raw, perf}, payloads};
+    const char *text = PyBytes_AS_STRING(data);
+    Py_ssize_t size = PyBytes_GET_SIZE(data), lines = 0, exits = 0, entries = 0;
+    Identity ids[IDENTITIES];
+    memset(ids, 0, sizeof ids);
+    Times times = {NULL, 0, 0};
+    int failed = 0;
+    if (pos < 0)
+        pos = 0;
+    while (pos <= size) {
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', (size_t)(size - pos));
+        Py_ssize_t len = nl != NULL ? nl - start : size - pos;
+        if (len > limit)
+            break; /* over-long: the reader reads it as such */
+        int what = one_line(&c, start, len, hz, ids, records, who, &times);
+        if (what == FAILED) {
+            failed = 1;
+            break;
+        }
+        if (what == STOP)
+            break;
+        exits += what == EXIT;
+        entries += what == ENTRY;
+        lines++;
+        pos += len + 1;
+    }
+    for (int k = 0; k < IDENTITIES; k++)
+        Py_XDECREF(ids[k].who);
+    if (!failed && times.used > 0) {
+        PyObject *chunk = PyBytes_FromStringAndSize((const char *)times.times,
+                                                    (Py_ssize_t)(times.used * sizeof(double)));
+        PyObject *done = chunk ? PyObject_CallMethodOneArg(stamps, str_frombytes, chunk) : NULL;
+        Py_XDECREF(chunk);
+        if (done == NULL)
+            failed = 1;
+        Py_XDECREF(done);
+    }
+    PyMem_Free(times.times);
+    if (failed)
+        return NULL;
+    return Py_BuildValue("nnnn", pos, lines, exits, entries);
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, "Read a chunk's lines from pos in bulk; see scan.scan_chunk."},
+    {"memo", memo_new, METH_NOARGS, "A new memo of looked-up payloads and task prefixes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_scan", "The ftrace bulk path in C (see scan.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    str_current = PyUnicode_InternFromString("current");
+    str_identity = PyUnicode_InternFromString("identity");
+    str_entry_vcpu = PyUnicode_InternFromString("entry_vcpu");
+    str_frombytes = PyUnicode_InternFromString("frombytes");
+    if (!str_current || !str_identity || !str_entry_vcpu || !str_frombytes)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,183 @@
+"""The ftrace reader's bulk path: the lines it takes without the line-at-a-time rules.
+
+:func:`scan` reads the lines of a chunk (lines joined by ``\\n``, see ``lines.Chunk``) from
+offset ``pos`` while each line is no longer than ``limit`` and is one of:
+
+- ``<prefix> <stamp>: [kvm:]kvm_exit:<payload>`` whose payload and task prefix the reader has
+  already checked and remembered (``payloads``: payload -> (packed record, the payload's own
+  vCPU or -1); ``dotted``/``raw``/``perf``: prefix -> thread, by timestamp kind), with a
+  timestamp that parses: the exit is appended to ``records``, ``stamps`` and ``who``;
+- ``<prefix> <stamp>: kvm_entry: vcpu N...`` of a remembered prefix whose thread already runs
+  vCPU N: counted;
+- a line of no ``kvm_e...`` event that cannot be half of a wrapped record: passed over;
+
+and returns ``(pos, lines, exits, entries)``: the offset of the first line it did not take (the
+reader hands that line to ``ftrace_lines``' rules, then calls :func:`scan` again after it; past
+the end when it took them all), and what it counted.
+These are the rules of ``FtraceReader._line``'s bulk branches, nothing more: whichever of the
+two implementations runs, the reader's output is the same.
+
+Two implementations, one contract: the C extension ``_scan`` (built by hatch_build.py at
+install time when a C compiler is there; it is what makes the reader keep up with the disk)
+and :func:`scan_chunk` below, the readable twin, used when the extension is absent or
+``VMXSIM_PURE_PYTHON=1`` is set. tests/test_traces_native.py runs both on the same lines.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["NATIVE", "Scan", "new_memo", "scan", "scan_chunk"]
+
+Thread = Any  # identity.Thread: .current, .identity(vcpu), .entry_vcpu
+Scan = Callable[
+    [
+        bytes,
+        int,
+        int,
+        object,
+        dict[bytes, tuple[bytes, int]],
+        dict[bytes, Any],
+        dict[bytes, Any],
+        dict[bytes, Any],
+        float,
+        list[bytes],
+        "array[float]",
+        list[bytes],
+    ],
+    tuple[int, int, int, int],
+]
+_INFINITY = float("inf")
+_RISKY_END = frozenset(range(0x1C, 0x20)) | frozenset(range(0x80, 0x100))  # str.rstrip() strips
+_DOTTED, _RAW, _PERF = 0, 1, 2
+_MAX_RAW_DIGITS = 15  # below 2**53: int -> float is exact, as in Python's int / float
+
+
+def _task(
+    head: bytes, tables: tuple[dict[bytes, Any], dict[bytes, Any], dict[bytes, Any]]
+) -> tuple[Thread | None, bytes, int]:
+    """The remembered thread of a header (the text before the event name), its timestamp token
+    (with its ':') and timestamp kind; None when the header is not remembered."""
+    text = head.rstrip()
+    kind = _DOTTED
+    if text.endswith(b" kvm:"):  # perf script: kvm:kvm_exit
+        text, kind = text[:-5], _PERF
+    prefix, _, stamp = text.rpartition(b" ")
+    if stamp[:1] == b"[":  # raw clock glued to the CPU field
+        if kind == _PERF:
+            return None, stamp, kind
+        kind = _RAW
+    return tables[kind].get(prefix), stamp, kind
+
+
+def _timestamp(stamp: bytes, kind: int, raw_clock_hz: float) -> float:
+    """Seconds of a timestamp token ending in ':', or -1.0 when the bulk path does not take it."""
+    if kind == _RAW:
+        close = stamp.find(b"]")
+        digits = stamp[close + 1 : -1]
+        if close < 0 or not (digits.isdigit() and len(digits) <= _MAX_RAW_DIGITS):
+            return -1.0
+        return int(digits) / raw_clock_hz
+    if stamp.find(b".") < 0:
+        return -1.0
+    try:
+        return float(stamp[:-1])
+    except ValueError:
+        return -1.0
+
+
+def scan_chunk(
+    chunk: bytes,
+    pos: int,
+    limit: int,
+    memo: object,
+    payloads: dict[bytes, tuple[bytes, int]],
+    dotted: dict[bytes, Any],
+    raw: dict[bytes, Any],
+    perf: dict[bytes, Any],
+    raw_clock_hz: float,
+    records: list[bytes],
+    stamps: array[float],
+    who: list[bytes],
+) -> tuple[int, int, int, int]:
+    """The Python twin of ``_scan.scan`` (see the module docstring); ``memo`` is not used."""
+    tables = (dotted, raw, perf)
+    payload_of = payloads.get
+    add_record, add_stamp, add_who = records.append, stamps.append, who.append
+    lines = exits = entries = 0
+    size = len(chunk)
+    while pos <= size:
+        end = chunk.find(b"\n", pos)
+        if end < 0:
+            end = size
+        if end - pos > limit:
+            break  # over-long: the reader reads it as such
+        line = chunk[pos:end]
+        head, sep, payload = line.partition(b"kvm_exit:")
+        if sep:
+            known = payload_of(payload)
+            if known is None:
+                break
+            thread, stamp, kind = _task(head, tables)
+            if thread is None or stamp[-1:] != b":":
+                break
+            timestamp = _timestamp(stamp, kind, raw_clock_hz)
+            if not 0.0 <= timestamp < _INFINITY:
+                break
+            add_record(known[0])
+            add_stamp(timestamp)
+            vcpu = known[1]
+            add_who(thread.current if vcpu < 0 else thread.identity(vcpu))
+            exits += 1
+        else:
+            head, sep, payload = line.partition(b"kvm_entry:")
+            if sep:
+                if line.find(b"kvm_exit") >= 0:
+                    break
+                thread, stamp, _kind = _task(head, tables)
+                fields = payload.split(None, 2)
+                if thread is None or stamp[-1:] != b":" or len(fields) < 2 or fields[0] != b"vcpu":
+                    break
+                text = fields[1].rstrip(b",")
+                if not (text.isdigit() and len(text) < 19) or thread.entry_vcpu != int(text):
+                    break  # a new vCPU for the thread: the line-at-a-time rules record it
+                entries += 1
+            elif line.find(b"kvm_e") >= 0:
+                break
+            else:
+                tail = line.rstrip()
+                if tail and (
+                    tail[-1] == 58  # ':' (a wrapped header)
+                    or tail[-1] in _RISKY_END
+                    or line.find(b"kvm_nested_vmexit") >= 0
+                ):
+                    break
+        lines += 1
+        pos = end + 1
+    return pos, lines, exits, entries
+
+
+def _no_memo() -> object:
+    return None
+
+
+def _native() -> tuple[Scan, Callable[[], object]] | None:
+    if os.environ.get("VMXSIM_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _scan  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _scan.scan, _scan.memo
+
+
+_NATIVE = _native()
+NATIVE = _NATIVE is not None
+"""Whether the C extension is what :data:`scan` runs."""
+scan: Scan
+new_memo: Callable[[], object]
+"""A reader's memo for :data:`scan` (the C extension's table of looked-up strings)."""
+scan, new_memo = _NATIVE or (scan_chunk, _no_memo)

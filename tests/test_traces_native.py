@@ -1,0 +1,123 @@
+"""The C bulk path of the ftrace reader (traces/_scan.c) and its Python twin (traces/scan.py)
+give the same output: on random traces of every era (the strategies of test_traces_fast.py,
+whose reference test pins both to the reader before issue 15), on the timestamps that take the
+C fast path, and one scan call at a time (stopping offset, counts, columns)."""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_traces_fast import _line, _outcome
+
+from vmxsim_client.traces import FtraceReader, ftrace, scan
+from vmxsim_client.traces.lines import LineSource
+
+needs_native = pytest.mark.skipif(not scan.NATIVE, reason="the C scanner is not built here")
+
+
+def _compiler() -> str | None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc)
+
+
+def test_the_extension_is_built_where_a_compiler_is() -> None:
+    """CI has gcc: the reader there must run the C path (else these tests would skip)."""
+    if _compiler() is None:
+        pytest.skip("no C compiler: the Python twin is what runs")
+    assert scan.NATIVE
+    assert scan.scan is not scan.scan_chunk
+
+
+def _read_with(data: bytes, native: bool, monkeypatch: pytest.MonkeyPatch, limit: int) -> Any:
+    with monkeypatch.context() as patch:
+        if not native:
+            patch.setattr(ftrace, "scan", scan.scan_chunk)
+            patch.setattr(ftrace, "new_memo", lambda: None)
+        reader = FtraceReader(
+            LineSource([data[k : k + 97] for k in range(0, len(data), 97)], limit)
+        )
+        outcome = _outcome(reader)
+        outcome["entries"] = reader.entries
+        outcome["threads"] = {k: (t.comm, t.tid, t.tgid, t.vcpu) for k, t in reader.threads.items()}
+        return outcome
+
+
+@needs_native
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(lines=st.lists(_line(), max_size=40), repeat=st.integers(1, 3),
+       limit=st.sampled_from([60, 1 << 20]))  # fmt: skip
+def test_random_traces_read_the_same_in_c_and_in_python(
+    lines: list[str], repeat: int, limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = ("\n".join(lines * repeat) + "\n").encode("utf-8", "surrogatepass")
+    assert _read_with(data, True, monkeypatch, limit) == _read_with(data, False, monkeypatch, limit)
+
+
+_STAMPS = st.one_of(
+    st.floats(0, 1e7).map(lambda v: f"{v:.6f}"),
+    st.floats(0, 1e5).map(lambda v: f"{v:.9f}"),
+    st.from_regex(r"\A[0-9]{1,20}\.[0-9]{0,24}\Z"),
+    st.from_regex(r"\A0*[0-9]{0,3}\.0*[0-9]{1,3}\Z"),
+    st.sampled_from(["1e5", "1_0.5", ".5", "5.", ".", "inf", "nan", "-0.0", "0.0", "1.5e-3"]),
+)
+
+
+@needs_native
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stamps=st.lists(_STAMPS, min_size=1, max_size=8))
+def test_timestamps_parse_as_float_does(stamps: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each exit's timestamp is float() of its token (the C path divides N by 10**k exactly)."""
+    body = "kvm_exit: reason HLT rip 0xffffffff81000a2c info 0 0"
+    lines = [f"qemu-4211  [001] d... {s}: {body}" for s in ["1.0", *stamps]]
+    data = ("\n".join(lines * 2) + "\n").encode()
+    native = _read_with(data, True, monkeypatch, 1 << 20)
+    assert native == _read_with(data, False, monkeypatch, 1 << 20)
+    expected = []
+    for text in ["1.0", *stamps] * 2:
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if 0.0 <= value < float("inf") and "." in text:
+            expected.append(value)
+    assert [row[-2] for row in native["rows"]] == expected
+
+
+@needs_native
+def test_one_scan_call_stops_where_its_twin_stops() -> None:
+    """Per call: the same stopping offset, counts and columns, for each line of a mixed chunk."""
+    fixture = Path(__file__).parent / "fixtures" / "traces"
+    texts = [p.read_bytes() for p in sorted(fixture.glob("*")) if p.suffix in (".txt", ".trace")]
+    assert texts, "no ftrace fixtures"
+    for data in texts:
+        reader = FtraceReader(LineSource([data]))
+        list(reader.batches(4096))  # fills the payload and prefix tables
+        tables = (reader._payloads, reader._dotted, reader._raw, reader._perf)
+        chunk = data.replace(b"\r\n", b"\n").rstrip(b"\n")
+        pos = 0
+        memo = scan.new_memo()
+        while pos <= len(chunk):
+            got = []
+            for fn, state in ((scan.scan, memo), (scan.scan_chunk, None)):
+                records: list[bytes] = []
+                stamps = array("d")
+                who: list[bytes] = []
+                result = fn(chunk, pos, 1 << 20, state, *tables, 1e9, records, stamps, who)
+                got.append((result, records, stamps.tobytes(), who))
+            assert got[0] == got[1]
+            pos = got[0][0][0]
+            end = chunk.find(b"\n", pos)
+            pos = len(chunk) + 1 if end < 0 else end + 1  # step over the line it stopped at
