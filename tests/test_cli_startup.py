@@ -60,3 +60,16 @@ def test_exit_status_code_names_are_grpc_codes() -> None:
         assert set(exit_status.rpc_codes) <= names, exit_status
     assert status.for_rpc_code(grpc.StatusCode.NOT_FOUND) == 3
     assert status.for_rpc_code(grpc.StatusCode.UNIMPLEMENTED) == 8
+
+
+def test_a_remote_replay_does_not_load_the_core_engine() -> None:
+    """``vmxsim replay --server`` needs grpc and the reader, not the engine, numpy or the dump
+    readers (they load with the in-process server, when there is one)."""
+    probe = (
+        "import sys, vmxsim_client.cli.cmd_replay\n"
+        "core = ('vmxsim_server.vmx.engine', 'numpy', 'vmxsim_server.vmx.dumps')\n"
+        "print([m for m in core if m in sys.modules])"
+    )
+    child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "[]"

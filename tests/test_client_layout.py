@@ -31,7 +31,8 @@ def _modules() -> dict[str, Path]:
     for info in pkgutil.walk_packages(vmxsim_client.__path__, f"{PACKAGE}."):
         spec = importlib.util.find_spec(info.name)
         assert spec is not None and spec.origin is not None, info.name
-        found[info.name] = Path(spec.origin)
+        if spec.origin.endswith(".py"):  # not the C extension (traces/_scan)
+            found[info.name] = Path(spec.origin)
     return found
 
 

@@ -17,7 +17,6 @@ from typing import Any, Generic, TypeVar
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_server.vmx.capabilities import MSR_NAMES
-from vmxsim_server.vmx.capability_file import FEATURE_CONTROL, MAXPHYADDR, parse_capability_file
 
 from .instructions import OPS, Instruction, InstructionResult
 from .names import check_mode, check_profile
@@ -118,19 +117,23 @@ VmxMsrs = Mapping[str, int] | Mapping[int, int] | str
 """IA32_VMX_* MSR values by name (``"IA32_VMX_PROCBASED_CTLS2"``) or index (``0x48B``,
 ``"0x48b"``), or the text of a capabilities file as ``vmxsim diagnose --capabilities`` reads it
 (rdmsr output, ``NAME = VALUE`` lines, TOML, JSON; ``vmx.capability_file``)."""
-_PSEUDO_NAMES = {FEATURE_CONTROL: "IA32_FEATURE_CONTROL", MAXPHYADDR: "MAXPHYADDR"}
 
 
 def wire_msrs(msrs: VmxMsrs | None) -> dict[str, int]:
     """The ``vmx_msrs`` map of a request (a file's text is parsed here; a bad one raises the
     core's ``CapabilityFileError``)."""
+    if not msrs:
+        return {}
+    # imported here: the file parser loads the dump readers and the core, which a replay
+    # against a remote server never needs
+    from vmxsim_server.vmx.capability_file import FEATURE_CONTROL, MAXPHYADDR, parse_capability_file
+
     if isinstance(msrs, str):
         msrs = parse_capability_file(msrs)
+    pseudo = {FEATURE_CONTROL: "IA32_FEATURE_CONTROL", MAXPHYADDR: "MAXPHYADDR"}
     return {
-        key
-        if isinstance(key, str)
-        else MSR_NAMES.get(key) or _PSEUDO_NAMES.get(key, hex(key)): value
-        for key, value in (msrs or {}).items()
+        key if isinstance(key, str) else MSR_NAMES.get(key) or pseudo.get(key, hex(key)): value
+        for key, value in msrs.items()
     }
 
 

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmxsim.v1 import vmxsim_pb2 as pb
-from vmxsim_server.vmx.capability_file import MAXPHYADDR, parse_capability_file
 
 __all__ = ["diagnose_request", "diagnosis_doc"]
 
@@ -25,6 +24,9 @@ def diagnose_request(
 ) -> pb.DiagnoseRequest:
     """A DiagnoseRequest; a capabilities file's text is parsed here (ValueError-free: a bad file
     raises the core's ``CapabilityFileError``)."""
+    # imported here: the file parser loads the dump readers and the core (calls.wire_msrs)
+    from vmxsim_server.vmx.capability_file import MAXPHYADDR, parse_capability_file
+
     msrs = parse_capability_file(capabilities) if isinstance(capabilities, str) else capabilities
     msrs = dict(msrs or {})
     maxphyaddr = msrs.pop(MAXPHYADDR, 0)

@@ -168,10 +168,11 @@ def _native() -> tuple[Scan, Callable[[], object]] | None:
     if os.environ.get("VMXSIM_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from . import _scan  # type: ignore[attr-defined]
+        from ._scan import memo, scan  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return _scan.scan, _scan.memo
+    native: Scan = scan
+    return native, memo
 
 
 _NATIVE = _native()

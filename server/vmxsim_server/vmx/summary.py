@@ -27,10 +27,12 @@ are not in ``exits``, ``by_reason`` or any time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import BatchStats
 from .exit_reasons import BY_NUMBER
+
+if TYPE_CHECKING:  # the client's wire module imports this without the engine
+    from .engine import BatchStats
 
 __all__ = ["distribution", "l0_summary", "percentile", "reason_name", "summary"]
 
