@@ -46,7 +46,7 @@ class Transitions:
 
     def clear(self) -> None:
         """Forget every transition (the state has moved on from the rows they lead to)."""
-        self._code = np.full(0, _NONE, dtype=np.int32)  # reason -> code
+        self._code = np.full(0, _NONE, dtype=np.intp)  # reason -> code (intp: fast gathers)
         self.reasons: list[int] = []  # code -> reason
         self.after: list[Row] = []  # code -> T[reason]
         self._stride = 0
@@ -67,7 +67,7 @@ class Transitions:
         if k > _MAX_REASONS:
             return False
         if new and max(new) >= len(self._code):
-            grown = np.full(max(new) + 1, _NONE, dtype=np.int32)
+            grown = np.full(max(new) + 1, _NONE, dtype=np.intp)  # at most 2**16 reasons
             grown[: len(self._code)] = self._code
             self._code = grown
         for reason in new:

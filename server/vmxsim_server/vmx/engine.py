@@ -409,12 +409,9 @@ def _summarise(arrays: PlanArrays, counts: Any, sequence: int, l0_model: str | N
     latency_hist: dict[float, int] = {}
     l0_hist: dict[int, int] = {}
     panics: dict[int, int] = {}
-    per_plan = zip(
-        arrays.reason[ran].tolist(), times.tolist(), arrays.panic[ran].tolist(),
-        arrays.vmread[ran].tolist(), arrays.vmwrite[ran].tolist(), arrays.seconds[ran].tolist(),
-        arrays.l0_seconds[ran].tolist(), arrays.l0_exits[ran].tolist(), strict=True,
-    )  # fmt: skip
-    for reason, n, panic, vmread, vmwrite, seconds, l0_seconds, l0_exits in per_plan:
+    rows = arrays.rows
+    for i, n in zip(ran.tolist(), times.tolist(), strict=True):
+        reason, panic, vmread, vmwrite, seconds, l0_seconds, l0_exits = rows[i]
         if panic:
             panics[reason] = panics.get(reason, 0) + n
             continue

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from .l0 import AFTER_ENTRY, L0Exit, L0Model, L0State
 from .latency import LatencyModel
 from .profiles import Handler, Instruction, Profile, Section
 
-__all__ = ["INITIAL_STATE", "Plan", "PlanArrays", "PlanTable", "Row", "State"]
+__all__ = ["INITIAL_STATE", "Plan", "PlanArrays", "PlanRow", "PlanTable", "Row", "State"]
 
 State = tuple[int, int, bool, L0State]
 INITIAL_STATE: State = (0, 0, False, AFTER_ENTRY)
@@ -197,23 +197,33 @@ class _Compiler:
                 self.n[f"l0:{cause}"] += count
 
 
+class PlanRow(NamedTuple):
+    """What a batch summary needs of one plan, as Python values."""
+
+    reason: int
+    panic: bool
+    vmread: int
+    vmwrite: int
+    seconds: float
+    l0_seconds: float
+    l0_exits: int
+
+
 @dataclass(frozen=True, slots=True)
 class PlanArrays:
-    """Every plan's values as arrays indexed by plan number, so a batch's totals are array
-    operations over the plans it ran: ``counts[i, j]`` is plan i's count named ``keys[j]``
-    (``keys`` sorted), the rest is per plan as in ``Plan``."""
+    """Every plan's values indexed by plan number, so a batch's totals are array operations over
+    the plans it ran: ``counts[i, j]`` is plan i's count named ``keys[j]`` (``keys`` sorted);
+    ``rows[i]`` plan i's summary values; per-exit output and RIP tracking gather from the
+    per-plan arrays."""
 
     size: int
     keys: tuple[str, ...]
     counts: Any  # int64 (size, len(keys))
-    reason: Any  # int64
+    rows: tuple[PlanRow, ...]
     vmread: Any  # int64
     vmwrite: Any  # int64
-    l0_exits: Any  # int64
     seconds: Any  # float64
-    l0_seconds: Any  # float64
     advances_rip: Any  # bool
-    panic: Any  # bool
 
     @classmethod
     def of(cls, plans: list[Plan]) -> PlanArrays:
@@ -223,17 +233,19 @@ class PlanArrays:
         for i, plan in enumerate(plans):
             for key, value in plan.counts.items():
                 counts[i, column[key]] = value
-
+        rows = tuple(
+            PlanRow(
+                p.reason, p.panic, p.counts.get("vmread", 0), p.counts.get("vmwrite", 0),
+                p.seconds, p.l0_seconds, p.counts.get("l0_exits", 0),
+            )
+            for p in plans
+        )  # fmt: skip
         return cls(
-            len(plans), keys, counts,
-            np.array([p.reason for p in plans], dtype=np.int64),
-            np.array([p.counts.get("vmread", 0) for p in plans], dtype=np.int64),
-            np.array([p.counts.get("vmwrite", 0) for p in plans], dtype=np.int64),
-            np.array([p.counts.get("l0_exits", 0) for p in plans], dtype=np.int64),
-            np.array([p.seconds for p in plans], dtype=np.float64),
-            np.array([p.l0_seconds for p in plans], dtype=np.float64),
+            len(plans), keys, counts, rows,
+            np.array([row.vmread for row in rows], dtype=np.int64),
+            np.array([row.vmwrite for row in rows], dtype=np.int64),
+            np.array([row.seconds for row in rows], dtype=np.float64),
             np.array([p.advances_rip for p in plans], dtype=np.bool_),
-            np.array([p.panic for p in plans], dtype=np.bool_),
         )  # fmt: skip
 
 
