@@ -215,7 +215,28 @@ def test_transitions_are_checked_not_assumed(profile) -> None:
     reasons = [r.reason for r in synthesize(load_mix("linux-boot"), 3000, seed=2)]
     seen, steady = set(reasons), aggregate.Transitions()
     for _ in range(2):
-        counts, indices, end = aggregate.plan_indices(table, initial, reasons, seen, steady)
+        counted = aggregate.plan_indices(table, initial, reasons, seen, steady)
         expected, expected_end = _walked(table, initial, reasons)
-        assert indices.tolist() == expected and end is expected_end
-        assert counts.tolist() == np.bincount(expected, minlength=len(table.plans)).tolist()
+        assert counted.indices.tolist() == expected and counted.row is expected_end
+        assert counted.last == expected[-1]
+        assert (
+            counted.counts.tolist() == np.bincount(expected, minlength=len(counted.counts)).tolist()
+        )
+
+
+@pytest.mark.parametrize("want_indices", [True, False])
+def test_a_batch_from_a_closed_row_is_counted_by_reason(want_indices) -> None:
+    """After a warm-up every reason leads from the run's row back to it: a batch is counted from
+    its reasons alone, with the plan of every exit only when asked for."""
+    latency = LatencyModel("native")
+    table = PlanTable(load_profile("kvm"), latency, None)
+    reasons = [r.reason for r in synthesize(load_mix("linux-boot"), 5000, seed=3)]
+    seen, steady = set(), aggregate.Transitions()
+    warm = aggregate.plan_indices(table, table.row_of(INITIAL_STATE), reasons[:2500], seen, steady)
+    counted = aggregate.plan_indices(table, warm.row, reasons[2500:], seen, steady, want_indices)
+    expected, expected_end = _walked(table, warm.row, reasons[2500:])
+    assert counted.row is expected_end is warm.row and counted.last == expected[-1]
+    assert counted.counts.tolist() == np.bincount(expected, minlength=len(counted.counts)).tolist()
+    assert (counted.indices.tolist() if want_indices else counted.indices) == (
+        expected if want_indices else None
+    )

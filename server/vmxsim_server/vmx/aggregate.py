@@ -3,30 +3,35 @@
 The state an exit leaves is a function of the state it starts in and its reason. Once that
 function no longer depends on the state (every reason seen, so the surviving cache state has
 stopped growing; L0's state is the same after every entry), the plan of exit i depends only on the
-reasons of exits i-1 and i. A run keeps that as ``Transitions``:
+reasons of exits i-1 and i. Three ways to count a batch, tried in this order:
 
-- ``T[r]``, the row after an exit of reason r (taken from the row a segment starts in);
-- for every pair (a, b) met so far, the plan of b from ``T[a]``, kept only once it is checked to
-  lead to ``T[b]`` again (checked, not assumed);
-- then a batch whose first exit, from the row it starts in, leads to ``T[r[0]]`` is counted with
-  array operations only: exit 0's plan is that plan, exit i's is ``pair_plan[code(r[i-1], r[i])]``.
+1. **One closed row.** When an exit of every reason in the batch leads from the row the batch
+   starts in back to that row (the shipped profiles, once their reasons have been seen: every
+   state collapses to one), every exit runs from it: the batch is one ``bincount`` over its
+   reasons, each count going to that row's plan of the reason. Python work: per distinct reason.
+2. **Checked pairs.** A run keeps ``Transitions``: ``T[r]``, the row after an exit of reason r
+   (taken from the row a segment starts in), and for every pair (a, b) met so far the plan of b
+   from ``T[a]``, kept only once it is checked to lead to ``T[b]`` again. A batch whose first
+   exit leads to ``T[r[0]]`` is then array operations: exit i's plan is
+   ``pair_plan[code(r[i-1], r[i])]``. Python work: per pair not met before. A pair that fails its
+   check clears the table (it is rebuilt from a later row).
+3. **Walking.** Otherwise the batch is split where a reason the run has never had appears first
+   (its first exit is walked, since it may change the state), and stretches whose state still
+   changes are walked exit by exit.
 
-Exactness rests only on those checks, by induction over the batch: the state before exit i is
-``T[r[i-1]]``. Python work per batch is therefore the pairs not met before (none in a steady run),
-not the exits. A pair that fails its check clears the table (it is rebuilt from a later row);
-the batch is split where a reason the run has never had appears first (its first exit is walked,
-since it may change the state), and stretches whose state still changes are walked exit by exit.
+Exactness rests only on the checks (closure of the row, the first exit and every pair used), by
+induction over the batch, never on the claim about states above.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .plans import PlanTable, Row
 
-__all__ = ["Transitions", "plan_indices"]
+__all__ = ["Counted", "Transitions", "plan_indices"]
 
 _WALK_BELOW = 64
 """Segments this short are walked exit by exit (a check costs more than it saves)."""
@@ -114,6 +119,32 @@ class Transitions:
         return indices
 
 
+class Counted(NamedTuple):
+    """A batch run through the plans."""
+
+    counts: Any
+    """How often each plan ran (an array over ``table.plans``, or longer)."""
+    indices: Any | None
+    """The plan index of every exit; None when not asked for (one closed row needs none)."""
+    last: int
+    """The plan index of the last exit (-1 for no exit)."""
+    row: Row
+    """The row the batch ends in."""
+
+
+def _closed(table: PlanTable, row: Row, reasons: list[int]) -> list[int] | None:
+    """The plan index of each reason from ``row`` when every one leads back to ``row``."""
+    indices = []
+    for reason in reasons:
+        plan = row.plans.get(reason)
+        if plan is None:
+            plan = table.plan(row, reason)
+        if plan.next_row is not row:
+            return None
+        indices.append(plan.index)
+    return indices
+
+
 def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any], seen: set[int]) -> Row:
     indices: list[int] = []
     append = indices.append
@@ -129,14 +160,20 @@ def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any], seen: 
 
 
 def _definite(table: PlanTable, row: Row, reasons: Any, steady: Transitions) -> Any | None:
-    """Plan indices of a segment of reasons the run has seen, through ``steady`` (first given
-    codes for the segment's reasons, or rebuilt from ``row`` when its first exit leads to another
-    row than its ``T``), or None when the state still depends on more than the previous reason
-    somewhere in it (``steady`` is then cleared)."""
-    top = int(reasons.max())
+    """Plan indices of a segment of reasons the run has seen: from one closed row, or through
+    ``steady`` (first given codes for the segment's reasons, or rebuilt from ``row`` when its
+    first exit leads to another row than its ``T``); None when the state still depends on more
+    than the previous reason somewhere in it (``steady`` is then cleared)."""
+    bins = np.bincount(reasons)
+    present = np.flatnonzero(bins).tolist()
+    closed = _closed(table, row, present)
+    if closed is not None:
+        plan_of = np.zeros(len(bins), dtype=np.intp)
+        plan_of[present] = closed
+        return plan_of[reasons]
+    top = present[-1]
     codes = steady.codes(reasons, top)
     if codes is None or not steady.leads(table, row, int(reasons[0])):
-        present = np.flatnonzero(np.bincount(reasons)).tolist()
         if len(present) > _MAX_REASONS:
             return None  # the pair table would outgrow the segment: walk it
         added = codes is None and steady.add(table, row, present)
@@ -169,24 +206,41 @@ def _segment(
 
 
 def plan_indices(
-    table: PlanTable, row: Row, reasons: Any, seen: set[int], steady: Transitions
-) -> tuple[Any, Any, Row]:
-    """Run ``reasons`` (an array of basic exit reasons < 2**16) from ``row``: how often each plan
-    ran (an array over ``table.plans``), the plan index of every exit, and the row it ends in.
-    ``seen`` (the reasons this run has had so far) and ``steady`` (its transitions) are updated."""
+    table: PlanTable,
+    row: Row,
+    reasons: Any,
+    seen: set[int],
+    steady: Transitions,
+    want_indices: bool = True,
+) -> Counted:
+    """Run ``reasons`` (an array of basic exit reasons < 2**16) from ``row``. ``seen`` (the
+    reasons this run has had so far) and ``steady`` (its transitions) are updated; the plan of
+    every exit is computed where ``want_indices`` or the way of counting needs it."""
     reasons = np.asarray(reasons, dtype=np.intp)
     n = len(reasons)
     if not n:
-        return np.zeros(len(table.plans), dtype=np.intp), reasons, row
-    codes = steady.codes(reasons, int(reasons.max()))
+        return Counted(np.zeros(len(table.plans), dtype=np.intp), reasons, -1, row)
+    bins = np.bincount(reasons)
+    present = np.flatnonzero(bins).tolist()
+    closed = _closed(table, row, present)
+    if closed is not None:  # every exit runs from ``row``
+        seen.update(present)
+        counts = np.zeros(len(table.plans), dtype=np.intp)
+        counts[closed] = bins[present]
+        indices = None
+        if want_indices:
+            plan_of = np.zeros(len(bins), dtype=np.intp)
+            plan_of[present] = closed
+            indices = plan_of[reasons]
+        last = closed[present.index(int(reasons[-1]))]
+        return Counted(counts, indices, last, row)
+    codes = steady.codes(reasons, present[-1])
     if codes is not None:  # every reason has a code, so the run has seen every reason
         indices = steady.indices(table, row, reasons, codes)
         if indices is not None:
-            last = table.plans[int(indices[-1])]
-            return np.bincount(indices, minlength=len(table.plans)), indices, last.next_row
+            return _counted(table, indices)
     out: list[Any] = []
-    counts = np.bincount(reasons)
-    new = [r for r in np.flatnonzero(counts).tolist() if r not in seen]
+    new = [r for r in present if r not in seen]
     firsts = sorted(int(np.argmax(reasons == r)) for r in new)
     start = 0
     for first in firsts:
@@ -196,5 +250,10 @@ def plan_indices(
         start = first + 1
     if start < n:
         row = _segment(table, row, reasons[start:], out, seen, steady)
-    indices = np.concatenate(out)
-    return np.bincount(indices, minlength=len(table.plans)), indices, row
+    return _counted(table, np.concatenate(out), row)
+
+
+def _counted(table: PlanTable, indices: Any, row: Row | None = None) -> Counted:
+    last = int(indices[-1])
+    end = row if row is not None else table.plans[last].next_row
+    return Counted(np.bincount(indices, minlength=len(table.plans)), indices, last, end)

@@ -286,14 +286,16 @@ class Engine:
         rips, lengths = columns.get("rip"), columns.get("instruction_len")
         # GUEST_RIP is tracked exit by exit only when a simple formula cannot give its final
         # value: no RIP column (handlers advance it from exit to exit) or RIPs of 0 (= none given)
-        track_rip = lengths is not None and (rips is None or not bool(rips.all()))
-        counts, indices, self._row = plan_indices(
-            self.plans, self._row, reasons, self._seen, self._steady
+        track_rip = lengths is not None and (rips is None or (n > 0 and int(rips.min()) == 0))
+        counted = plan_indices(
+            self.plans, self._row, reasons, self._seen, self._steady, per_exit or track_rip
         )
+        self._row = counted.row
         arrays = self.plans.arrays()
-        stats = _summarise(arrays, counts, batch.sequence, self.totals.l0_model)
+        stats = _summarise(arrays, counted.counts, batch.sequence, self.totals.l0_model)
+        indices = counted.indices
         if n:
-            advances_last = bool(arrays.advances_rip[int(indices[-1])])
+            advances_last = bool(arrays.advances_rip[counted.last])
             rip = None
             if track_rip:
                 assert lengths is not None
