@@ -12,13 +12,14 @@ and the checks that passed at the batch's entry hold for every entry in it.
 
 Speed: an exit's counts depend only on its reason and a small state (cache entries that survive
 exits, write-if-changed fields already written, a pending user exit, L0's state), compiled once per
-(state, reason) into a plan. A batch is counted as transitions (``aggregate.py``): where the state
-an exit leaves depends only on its reason (true once every reason has been seen, since the
-surviving cache state only grows), the plan of exit i is a function of the pair (reason i-1,
-reason i); the run keeps the pairs it has checked from batch to batch, so a steady batch is a few
-array operations over its columns and the Python work per batch is per plan run (the summary),
-not per exit. Exits before that point are walked one at a time. The last exit's information is
-still written into the VMCS exactly, and GUEST_RIP as the exits left it.
+(state, reason) into a plan. A batch is counted as transitions (``aggregate.py``): once every
+reason has been seen the surviving cache state stops growing, every reason's exit leads from the
+run's state back to it, and the batch is one ``bincount`` over its reasons (states that still
+depend on the previous reason: pair codes checked and kept from batch to batch; before that point
+exits are walked one at a time). The batch's stats are then a product of those counts with the
+plans' count matrix plus Python work per plan run, not per exit; the plan of every exit is only
+gathered for per-exit output and RIP tracking. The last exit's information is still written into
+the VMCS exactly, and GUEST_RIP as the exits left it.
 """
 
 from __future__ import annotations
