@@ -12,12 +12,14 @@ and the checks that passed at the batch's entry hold for every entry in it.
 
 Speed: an exit's counts depend only on its reason and a small state (cache entries that survive
 exits, write-if-changed fields already written, a pending user exit, L0's state), compiled once per
-(state, reason) into a plan. A batch is counted as transitions (``aggregate.py``): where the state
-an exit leaves depends only on its reason (true once every reason has been seen, since the
-surviving cache state only grows), the plan of exit i is a function of the pair (reason i-1,
-reason i), so the batch is a ``bincount`` over pair codes times the plans' counts; exits before
-that point are walked one at a time. The last exit's information is still written into the VMCS
-exactly, and GUEST_RIP as the exits left it.
+(state, reason) into a plan. A batch is counted as transitions (``aggregate.py``): once every
+reason has been seen the surviving cache state stops growing, every reason's exit leads from the
+run's state back to it, and the batch is one ``bincount`` over its reasons (states that still
+depend on the previous reason: pair codes checked and kept from batch to batch; before that point
+exits are walked one at a time). The batch's stats are then a product of those counts with the
+plans' count matrix plus Python work per plan run, not per exit; the plan of every exit is only
+gathered for per-exit output and RIP tracking. The last exit's information is still written into
+the VMCS exactly, and GUEST_RIP as the exits left it.
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .aggregate import plan_indices
+from .aggregate import Transitions, plan_indices
 from .cache import Counters
 from .entry_checks import valid_state
 from .exceptions import InvalidArgument, StateError
 from .fields import BY_NAME
 from .latency import LatencyModel
-from .plans import INITIAL_STATE, Plan, PlanTable, State
+from .plans import INITIAL_STATE, PlanArrays, PlanTable, State
 from .profiles import Profile
 from .records import COLUMNS, ExitBatch
 from .vcpu import Mode, Outcome, Vcpu
@@ -47,6 +49,17 @@ from .vmcs import LaunchState
 __all__ = ["BatchStats", "Engine", "ReasonTotals"]
 
 _RIP = BY_NAME["GUEST_RIP"]
+_GPA = BY_NAME["GUEST_PHYSICAL_ADDRESS"]
+_EPT_MISCONFIG = 49  # | 1 also maps EPT_VIOLATION (48) to it
+_EXIT_INFORMATION = tuple(
+    (BY_NAME[name].bit, column)
+    for name, column in (
+        ("VM_EXIT_REASON", "reason"), ("EXIT_QUALIFICATION", "qualification"),
+        ("IDT_VECTORING_INFO_FIELD", "info2"), ("VM_EXIT_INTR_INFO", "intr_info"),
+        ("VM_EXIT_INTR_ERROR_CODE", "error_code"), ("VM_EXIT_INSTRUCTION_LEN", "instruction_len"),
+    )
+)  # fmt: skip
+"""The exit-information fields the CPU writes at an exit, and the column each comes from."""
 _U64 = (1 << 64) - 1
 _COUNTER_NAMES = tuple(Counters.__dataclass_fields__)
 
@@ -65,7 +78,7 @@ def _free_pages(vcpu: Vcpu, count: int) -> list[int]:
     return pages
 
 
-@dataclass
+@dataclass(slots=True)
 class ReasonTotals:
     """Per exit reason: exits, VMREADs, VMWRITEs, simulated seconds and L0 exits."""
 
@@ -76,7 +89,7 @@ class ReasonTotals:
     l0_exits: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchStats:
     """Exact counts of a run of exits (one batch, or accumulated over many).
 
@@ -110,22 +123,33 @@ class BatchStats:
         self.exits += other.exits
         self.counters.add(other.counters)
         self.simulated_seconds += other.simulated_seconds
+        by_reason = self.by_reason
         for reason, totals in other.by_reason.items():
-            mine = self.by_reason.setdefault(reason, ReasonTotals())
+            mine = by_reason.get(reason)
+            if mine is None:
+                mine = by_reason[reason] = ReasonTotals()
             mine.exits += totals.exits
             mine.vmread += totals.vmread
             mine.vmwrite += totals.vmwrite
             mine.simulated_seconds += totals.simulated_seconds
             mine.l0_exits += totals.l0_exits
-        for name in ("vmread_hist", "vmwrite_hist", "latency_hist", "other", "l0_by_cause"):
-            getattr(self, name).update(getattr(other, name))
-        self.l0_hist.update(other.l0_hist)
-        self.panics.update(other.panics)
+        for name in _COUNTER_MEMBERS:
+            mine_hist, theirs = getattr(self, name), getattr(other, name)
+            if theirs:
+                get = mine_hist.get
+                for key, n in theirs.items():
+                    mine_hist[key] = get(key, 0) + n
         self.l0_model = self.l0_model or other.l0_model
         self.l0_exits += other.l0_exits
         self.l0_seconds += other.l0_seconds
         self.vmcs02_rebuilds += other.vmcs02_rebuilds
         self.sequence = max(self.sequence, other.sequence)
+
+
+_COUNTER_MEMBERS = (
+    "vmread_hist", "vmwrite_hist", "latency_hist", "other", "l0_by_cause", "l0_hist", "panics",
+)  # fmt: skip
+"""The ``Counter`` members of ``BatchStats``, which ``add`` sums key by key."""
 
 
 def _column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
@@ -142,10 +166,15 @@ def _column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
             column = np.frombuffer(array.array("Q", values), dtype=np.uint64)
         else:
             column = np.asarray(values)
-            kind = column.dtype.kind
-            if kind not in "iu" or (kind == "i" and n and int(column.min()) < 0):
+            dtype = column.dtype
+            type_max = _TYPE_MAX.get(dtype)
+            if type_max is None:
+                if dtype.kind not in "iu":
+                    raise TypeError
+                type_max = _TYPE_MAX.setdefault(dtype, int(np.iinfo(dtype).max))
+            if dtype.kind == "i" and n and int(column.min()) < 0:
                 raise TypeError
-            if np.iinfo(column.dtype).max <= limit:  # the type itself bounds it: no pass
+            if type_max <= limit:  # the type itself bounds it: no pass
                 return column
         ok = limit >= _U64 or not n or int(column.max()) <= limit
     except (TypeError, ValueError, OverflowError):
@@ -154,6 +183,11 @@ def _column(name: str, values: Sequence[int] | Any, n: int, limit: int) -> Any:
         bad = next(v for v in values if not _in_range(v, limit))
         raise InvalidArgument(f"{name} value {bad} is outside 0..{limit:#x}")
     return column
+
+
+_TYPE_MAX: dict[Any, int] = {}
+"""The largest value of each integer dtype met (``np.iinfo`` costs more than a small column's
+check)."""
 
 
 def _in_range(value: Any, limit: int) -> bool:
@@ -182,6 +216,7 @@ class Engine:
         self.plans = PlanTable.shared(profile, latency, self.l0)
         self._row = self.plans.row_of(INITIAL_STATE)
         self._seen: set[int] = set()  # reasons run so far: the state has absorbed their effect
+        self._steady = Transitions()  # this run's checked (state, reason) transitions
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -233,6 +268,7 @@ class Engine:
         self.totals = totals
         self.totals.l0_model = self.l0.name if self.l0 else None
         self._row = self.plans.row_of((*cache_state, INITIAL_STATE[3]))
+        self._steady.clear()
 
     # --- running -------------------------------------------------------------------------------
 
@@ -251,40 +287,47 @@ class Engine:
         rips, lengths = columns.get("rip"), columns.get("instruction_len")
         # GUEST_RIP is tracked exit by exit only when a simple formula cannot give its final
         # value: no RIP column (handlers advance it from exit to exit) or RIPs of 0 (= none given)
-        track_rip = lengths is not None and (rips is None or not bool(rips.all()))
-        counts, indices, self._row = plan_indices(self.plans, self._row, reasons, self._seen)
-        plans = self.plans.plans
-        stats = _summarise(plans, counts, batch.sequence, self.totals.l0_model)
+        track_rip = lengths is not None and (rips is None or (n > 0 and int(rips.min()) == 0))
+        counted = plan_indices(
+            self.plans, self._row, reasons, self._seen, self._steady, per_exit or track_rip
+        )
+        self._row = counted.row
+        arrays = self.plans.arrays()
+        stats = _summarise(arrays, counted.counts, batch.sequence, self.totals.l0_model)
+        indices = counted.indices
         if n:
-            last = plans[int(indices[-1])]
+            advances_last = bool(arrays.advances_rip[counted.last])
             rip = None
             if track_rip:
                 assert lengths is not None
-                rip = _tracked_rip(region.values[_RIP.bit], rips, lengths, indices, self.plans)
-            _store_last_exit(region.values, reasons, columns, last, rip)
+                rip = _tracked_rip(region.values[_RIP.bit], rips, lengths, indices, arrays)
+            _store_last_exit(region.values, reasons, columns, advances_last, rip)
             self.vcpu.mode = Mode.ROOT  # the last exit: its handler ran, the next batch re-enters
         if per_exit:
-            table = self.plans.arrays()
-            stats.per_exit_vmread = table.vmread[indices].tolist()
-            stats.per_exit_vmwrite = table.vmwrite[indices].tolist()
-            stats.per_exit_seconds = table.seconds[indices].tolist()
+            stats.per_exit_vmread = arrays.vmread[indices].tolist()
+            stats.per_exit_vmwrite = arrays.vmwrite[indices].tolist()
+            stats.per_exit_seconds = arrays.seconds[indices].tolist()
         self.totals.add(stats)
         return stats
 
 
-def _tracked_rip(start: int, rips: Any, lengths: Any, indices: Any, plans: PlanTable) -> int:
+def _tracked_rip(start: int, rips: Any, lengths: Any, indices: Any, arrays: PlanArrays) -> int:
     """GUEST_RIP after the batch: from the last exit that gave a RIP (or the VMCS's value), each
     later exit whose handler advances it adds its instruction length (modulo 2**64)."""
     given = np.flatnonzero(rips) if rips is not None else np.empty(0, dtype=np.intp)
     first = int(given[-1]) if given.size else 0
     rip = int(rips[first]) if rips is not None and given.size else start
-    advances = plans.arrays().advances_rip[indices[first:]].astype(np.uint64)
+    advances = arrays.advances_rip[indices[first:]].astype(np.uint64)
     added = int(np.dot(lengths[first:].astype(np.uint64), advances))  # wraps modulo 2**64
     return (rip + added) & _U64
 
 
 def _store_last_exit(
-    values: list[int], reasons: Any, columns: dict[str, Any], last: Plan, tracked_rip: int | None
+    values: list[int],
+    reasons: Any,
+    columns: dict[str, Any],
+    advances_last: bool,
+    tracked_rip: int | None,
 ) -> None:
     """Leave the VMCS as the batch's exits leave it: the last exit's information, the last EPT
     exit's guest-physical address, and GUEST_RIP as the exits wrote it and their handlers advanced
@@ -294,65 +337,124 @@ def _store_last_exit(
     batch can read it, so only what survives is stored (the reference interpreter stores every
     exit's; tests check that both leave the same VMCS).
     """
-    targets = (
-        ("VM_EXIT_REASON", "reason"), ("EXIT_QUALIFICATION", "qualification"),
-        ("IDT_VECTORING_INFO_FIELD", "info2"), ("VM_EXIT_INTR_INFO", "intr_info"),
-        ("VM_EXIT_INTR_ERROR_CODE", "error_code"), ("VM_EXIT_INSTRUCTION_LEN", "instruction_len"),
-    )  # fmt: skip
-    for name, column in targets:
-        values[BY_NAME[name].bit] = int(columns[column][-1]) if column in columns else 0
+    for bit, column in _EXIT_INFORMATION:
+        values[bit] = int(columns[column][-1]) if column in columns else 0
     gpas = columns.get("guest_physical_address")
     if gpas is not None:
-        ept = np.flatnonzero((reasons == 48) | (reasons == 49))
-        if ept.size:
-            values[BY_NAME["GUEST_PHYSICAL_ADDRESS"].bit] = int(gpas[ept[-1]])
+        ept = _last_ept_exit(reasons)
+        if ept is not None:
+            values[_GPA.bit] = int(gpas[ept])
     if tracked_rip is not None:
         values[_RIP.bit] = tracked_rip & _U64
     elif "rip" in columns:
         lengths = columns.get("instruction_len")
-        advance = int(lengths[-1]) if last.advances_rip and lengths is not None else 0
+        advance = int(lengths[-1]) if advances_last and lengths is not None else 0
         values[_RIP.bit] = (int(columns["rip"][-1]) + advance) & _U64
 
 
-def _summarise(plans: list[Plan], counts: Any, sequence: int, l0_model: str | None) -> BatchStats:
-    """Stats from how often each plan ran: every plan count multiplied out generically (a count
-    named ``vmread`` goes to ``counters``, ``other:OP`` to ``other``, ``l0:CAUSE`` to
-    ``l0_by_cause``, ``panic`` to ``panics``; ``l0_exits``/``vmcs02_rebuilds`` to their totals)."""
-    stats = BatchStats(sequence=sequence, l0_model=l0_model)
-    totals: Counter[str] = Counter()
-    c = stats.counters
-    for index in np.flatnonzero(counts).tolist():
-        n = int(counts[index])
-        plan = plans[index]
-        for key, value in plan.counts.items():
-            totals[key] += value * n
-        if plan.panic:
-            stats.panics[plan.reason] += n
-            continue
-        stats.exits += n
-        stats.simulated_seconds += plan.seconds * n
-        stats.l0_seconds += plan.l0_seconds * n
-        vmread, vmwrite = plan.counts.get("vmread", 0), plan.counts.get("vmwrite", 0)
-        l0_exits = plan.counts.get("l0_exits", 0)
-        reason = stats.by_reason.setdefault(plan.reason, ReasonTotals())
-        reason.exits += n
-        reason.vmread += vmread * n
-        reason.vmwrite += vmwrite * n
-        reason.simulated_seconds += plan.seconds * n
-        reason.l0_exits += l0_exits * n
-        stats.vmread_hist[vmread] += n
-        stats.vmwrite_hist[vmwrite] += n
-        stats.latency_hist[plan.seconds] += n
-        if l0_model is not None:
-            stats.l0_hist[l0_exits] += n
-    for key, n in totals.items():
+class _Routes(NamedTuple):
+    """Where each count of ``PlanArrays.keys`` goes in ``BatchStats``, by its column."""
+
+    counters: tuple[int, ...]  # per ``Counters`` member, its column (-1: no plan counts it)
+    other: tuple[tuple[int, str], ...]
+    l0_by_cause: tuple[tuple[int, str], ...]
+    l0_exits: int
+    vmcs02_rebuilds: int
+
+
+@lru_cache(maxsize=64)
+def _routes(keys: tuple[str, ...]) -> _Routes:
+    """A count named like a ``Counters`` member goes to ``counters``, ``other:OP`` to ``other``,
+    ``l0:CAUSE`` to ``l0_by_cause``, ``l0_exits``/``vmcs02_rebuilds`` to their totals
+    (``panic`` is counted by reason, from the plans)."""
+    column = {key: j for j, key in enumerate(keys)}
+    other: list[tuple[int, str]] = []
+    causes: list[tuple[int, str]] = []
+    for j, key in enumerate(keys):
         kind, _, name = key.partition(":")
-        if kind in _COUNTER_NAMES:
-            setattr(c, kind, getattr(c, kind) + n)
-        elif kind == "other":
-            stats.other[name] += n
+        if kind == "other":
+            other.append((j, name))
         elif kind == "l0":
-            stats.l0_by_cause[name] += n
-        elif kind in ("l0_exits", "vmcs02_rebuilds"):
-            setattr(stats, kind, getattr(stats, kind) + n)
-    return stats
+            causes.append((j, name))
+    return _Routes(
+        tuple(column.get(name, -1) for name in _COUNTER_NAMES),
+        tuple(other),
+        tuple(causes),
+        column.get("l0_exits", -1),
+        column.get("vmcs02_rebuilds", -1),
+    )
+
+
+def _last_ept_exit(reasons: Any) -> int | None:
+    """The index of the last EPT violation or misconfiguration (reasons 48, 49), looked for in
+    the last exits first (EPT exits are frequent where they occur at all)."""
+    tail = max(0, len(reasons) - 256)
+    for start in (tail, 0) if tail else (0,):
+        found = np.flatnonzero((reasons[start:] | 1) == _EPT_MISCONFIG)
+        if found.size:
+            return start + int(found[-1])
+    return None
+
+
+def _summarise(arrays: PlanArrays, counts: Any, sequence: int, l0_model: str | None) -> BatchStats:
+    """Stats from how often each plan ran: the count totals as one product of the run counts and
+    the plans' count matrix, and per plan run (not per exit) its reason totals and histograms."""
+    ran = np.flatnonzero(counts)
+    if not ran.size:
+        return BatchStats(sequence=sequence, l0_model=l0_model)
+    times = counts[ran]
+    totals = (times @ arrays.counts[ran]).tolist()
+    routes = _routes(arrays.keys)
+    exits, seconds_total, l0_seconds_total = 0, 0.0, 0.0
+    by_reason: dict[int, ReasonTotals] = {}
+    vmread_hist: dict[int, int] = {}
+    vmwrite_hist: dict[int, int] = {}
+    latency_hist: dict[float, int] = {}
+    l0_hist: dict[int, int] = {}
+    panics: dict[int, int] = {}
+    rows = arrays.rows
+    for i, n in zip(ran.tolist(), times.tolist(), strict=True):
+        reason, panic, vmread, vmwrite, seconds, l0_seconds, l0_exits = rows[i]
+        if panic:
+            panics[reason] = panics.get(reason, 0) + n
+            continue
+        exits += n
+        seconds_total += seconds * n
+        l0_seconds_total += l0_seconds * n
+        totals_of = by_reason.get(reason)
+        if totals_of is None:
+            totals_of = by_reason[reason] = ReasonTotals()
+        totals_of.exits += n
+        totals_of.vmread += vmread * n
+        totals_of.vmwrite += vmwrite * n
+        totals_of.simulated_seconds += seconds * n
+        totals_of.l0_exits += l0_exits * n
+        vmread_hist[vmread] = vmread_hist.get(vmread, 0) + n
+        vmwrite_hist[vmwrite] = vmwrite_hist.get(vmwrite, 0) + n
+        latency_hist[seconds] = latency_hist.get(seconds, 0) + n
+        l0_hist[l0_exits] = l0_hist.get(l0_exits, 0) + n
+    return BatchStats(
+        exits=exits,
+        counters=Counters(*(totals[j] if j >= 0 else 0 for j in routes.counters)),
+        simulated_seconds=seconds_total,
+        by_reason=by_reason,
+        vmread_hist=_counter(vmread_hist),
+        vmwrite_hist=_counter(vmwrite_hist),
+        latency_hist=_counter(latency_hist),
+        sequence=sequence,
+        other=_counter({name: totals[j] for j, name in routes.other if totals[j]}),
+        l0_model=l0_model,
+        l0_exits=totals[routes.l0_exits] if routes.l0_exits >= 0 else 0,
+        l0_by_cause=_counter({name: totals[j] for j, name in routes.l0_by_cause if totals[j]}),
+        l0_hist=_counter(l0_hist if l0_model is not None else {}),
+        l0_seconds=l0_seconds_total,
+        vmcs02_rebuilds=totals[routes.vmcs02_rebuilds] if routes.vmcs02_rebuilds >= 0 else 0,
+        panics=_counter(panics),
+    )
+
+
+def _counter(counts: dict[Any, int]) -> Counter[Any]:
+    """A ``Counter`` of a dict of counts (``dict.update``: ``Counter``'s own is Python code)."""
+    counter: Counter[Any] = Counter()
+    dict.update(counter, counts)
+    return counter

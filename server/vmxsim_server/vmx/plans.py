@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from .l0 import AFTER_ENTRY, L0Exit, L0Model, L0State
 from .latency import LatencyModel
 from .profiles import Handler, Instruction, Profile, Section
 
-__all__ = ["INITIAL_STATE", "Plan", "PlanTable", "Row", "State"]
+__all__ = ["INITIAL_STATE", "Plan", "PlanArrays", "PlanRow", "PlanTable", "Row", "State"]
 
 State = tuple[int, int, bool, L0State]
 INITIAL_STATE: State = (0, 0, False, AFTER_ENTRY)
@@ -197,15 +197,56 @@ class _Compiler:
                 self.n[f"l0:{cause}"] += count
 
 
-@dataclass
-class _Arrays:
-    """Per-plan values as arrays, for per-exit output and RIP tracking."""
+class PlanRow(NamedTuple):
+    """What a batch summary needs of one plan, as Python values."""
+
+    reason: int
+    panic: bool
+    vmread: int
+    vmwrite: int
+    seconds: float
+    l0_seconds: float
+    l0_exits: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanArrays:
+    """Every plan's values indexed by plan number, so a batch's totals are array operations over
+    the plans it ran: ``counts[i, j]`` is plan i's count named ``keys[j]`` (``keys`` sorted);
+    ``rows[i]`` plan i's summary values; per-exit output and RIP tracking gather from the
+    per-plan arrays."""
 
     size: int
-    vmread: Any
-    vmwrite: Any
-    seconds: Any
-    advances_rip: Any
+    keys: tuple[str, ...]
+    counts: Any  # int64 (size, len(keys))
+    rows: tuple[PlanRow, ...]
+    vmread: Any  # int64
+    vmwrite: Any  # int64
+    seconds: Any  # float64
+    advances_rip: Any  # bool
+
+    @classmethod
+    def of(cls, plans: list[Plan]) -> PlanArrays:
+        keys = tuple(sorted({key for plan in plans for key in plan.counts}))
+        column = {key: j for j, key in enumerate(keys)}
+        counts = np.zeros((len(plans), len(keys)), dtype=np.int64)
+        for i, plan in enumerate(plans):
+            for key, value in plan.counts.items():
+                counts[i, column[key]] = value
+        rows = tuple(
+            PlanRow(
+                p.reason, p.panic, p.counts.get("vmread", 0), p.counts.get("vmwrite", 0),
+                p.seconds, p.l0_seconds, p.counts.get("l0_exits", 0),
+            )
+            for p in plans
+        )  # fmt: skip
+        return cls(
+            len(plans), keys, counts, rows,
+            np.array([row.vmread for row in rows], dtype=np.int64),
+            np.array([row.vmwrite for row in rows], dtype=np.int64),
+            np.array([row.seconds for row in rows], dtype=np.float64),
+            np.array([p.advances_rip for p in plans], dtype=np.bool_),
+        )  # fmt: skip
 
 
 class PlanTable:
@@ -244,7 +285,7 @@ class PlanTable:
         self.l0 = l0
         self.rows: dict[State, Row] = {}
         self.plans: list[Plan] = []
-        self._arrays = _Arrays(-1, None, None, None, None)
+        self._arrays = PlanArrays.of([])
         self._lock = threading.Lock()
 
     def row_of(self, state: State) -> Row:
@@ -299,15 +340,10 @@ class PlanTable:
             next_state, len(self.plans), self.row_of(next_state),
         )  # fmt: skip
 
-    def arrays(self) -> _Arrays:
-        """Per-plan vmread, vmwrite, seconds and advances_rip as arrays (rebuilt after compiles)."""
-        if self._arrays.size != len(self.plans):
-            plans = self.plans
-            self._arrays = _Arrays(
-                len(plans),
-                np.array([p.counts.get("vmread", 0) for p in plans], dtype=np.int64),
-                np.array([p.counts.get("vmwrite", 0) for p in plans], dtype=np.int64),
-                np.array([p.seconds for p in plans], dtype=np.float64),
-                np.array([p.advances_rip for p in plans], dtype=np.bool_),
-            )
-        return self._arrays
+    def arrays(self) -> PlanArrays:
+        """Every plan compiled so far (at least) as ``PlanArrays``, rebuilt after compiles from a
+        copy of the list (other threads may append to it meanwhile)."""
+        arrays = self._arrays
+        if arrays.size < len(self.plans):
+            arrays = self._arrays = PlanArrays.of(self.plans[:])
+        return arrays
