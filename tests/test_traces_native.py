@@ -105,7 +105,7 @@ def test_one_scan_call_stops_where_its_twin_stops() -> None:
     for data in texts:
         reader = FtraceReader(LineSource([data]))
         list(reader.batches(4096))  # fills the payload and prefix tables
-        tables = (reader._payloads, reader._dotted, reader._raw, reader._perf)
+        tables = (reader._payloads, reader._remember, reader._dotted, reader._raw, reader._perf)
         chunk = data.replace(b"\r\n", b"\n").rstrip(b"\n")
         pos = 0
         memo = scan.new_memo()

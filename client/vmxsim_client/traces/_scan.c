@@ -3,8 +3,8 @@
  * tests/test_traces_native.py checks that both give the same columns, counts and stopping
  * point on every fixture and on generated lines.
  *
- * scan(chunk, pos, limit, memo, payloads, dotted, raw, perf, raw_clock_hz, records, stamps,
- *      who) -> (pos, lines, exits, entries)
+ * scan(chunk, pos, limit, memo, payloads, remember, dotted, raw, perf, raw_clock_hz, records,
+ *      stamps, who) -> (pos, lines, exits, entries)
  *
  * Built by hatch_build.py when a C compiler is there; without it the Python twin runs (same
  * results, slower).
@@ -132,6 +132,7 @@ typedef struct {
     Memo *memo;
     PyObject *tables[3]; /* dotted, raw, perf */
     PyObject *payloads;
+    PyObject *remember; /* payload -> its (record, vcpu), now in payloads, or None */
 } Context;
 
 enum { DOTTED = 0, RAW = 1, PERF = 2, PAYLOAD = 3 };
@@ -279,15 +280,30 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
     const char *exit = find(e, len - from, "kvm_exit:", 9);
     if (exit != NULL) {
         Py_ssize_t at = exit - line;
-        PyObject *known =
-            lookup(c->memo, c->payloads, PAYLOAD, exit + 9, len - at - 9, &error);
-        if (known == NULL)
-            return error ? FAILED : STOP;
-        if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2)
-            return STOP;
+        const char *payload = exit + 9;
+        Py_ssize_t payload_len = len - at - 9;
+        PyObject *known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
+        if (error)
+            return FAILED;
         PyObject *thread = task(c, line, at, &stamp, &stamp_len, &kind, &error);
         if (thread == NULL)
             return error ? FAILED : STOP;
+        if (known == NULL) { /* a new payload of a known thread: remember(payload) parses it */
+            PyObject *text = PyBytes_FromStringAndSize(payload, payload_len);
+            PyObject *made = text ? PyObject_CallOneArg(c->remember, text) : NULL;
+            Py_XDECREF(text);
+            if (made == NULL)
+                return FAILED;
+            int taken = made != Py_None;
+            Py_DECREF(made);
+            if (!taken)
+                return STOP;
+            known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
+            if (known == NULL)
+                return error ? FAILED : STOP;
+        }
+        if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2)
+            return STOP;
         if (stamp_len < 1 || stamp[stamp_len - 1] != ':')
             return STOP;
         double t;
@@ -365,18 +381,18 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
 }
 
 static PyObject *scan(PyObject *self, PyObject *args) {
-    PyObject *data, *capsule, *payloads, *dotted, *raw, *perf, *records, *stamps, *who;
+    PyObject *data, *capsule, *payloads, *remember, *dotted, *raw, *perf, *records, *stamps, *who;
     Py_ssize_t pos, limit;
     double hz;
-    if (!PyArg_ParseTuple(args, "SnnOO!O!O!O!dO!OO!", &data, &pos, &limit, &capsule,
-                          &PyDict_Type, &payloads, &PyDict_Type, &dotted, &PyDict_Type, &raw,
-                          &PyDict_Type, &perf, &hz, &PyList_Type, &records, &stamps,
-                          &PyList_Type, &who))
+    if (!PyArg_ParseTuple(args, "SnnOO!OO!O!O!dO!OO!", &data, &pos, &limit, &capsule,
+                          &PyDict_Type, &payloads, &remember, &PyDict_Type, &dotted,
+                          &PyDict_Type, &raw, &PyDict_Type, &perf, &hz, &PyList_Type, &records,
+                          &stamps, &PyList_Type, &who))
         return NULL;
     Memo *memo = PyCapsule_GetPointer(capsule, "vmxsim._scan.memo");
     if (memo == NULL)
         return NULL;
-    Context c = {memo, {dotted, raw, perf}, payloads};
+    Context c = {memo, {dotted, raw, perf}, payloads, remember};
     const char *text = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data), lines = 0, exits = 0, entries = 0;
     Identity ids[IDENTITIES];

@@ -166,7 +166,7 @@ class FtraceReader(TraceReader):
         at the first it cannot take; ``_line`` reads that one, and ``scan`` goes on after it.
         While a wrapped header waits in the parser every line goes to ``_line``."""
         parser = self._parser
-        tables = (self._payloads, self._dotted, self._raw, self._perf)
+        tables = (self._payloads, self._remember, self._dotted, self._raw, self._perf)
         limit = self._limit() or sys.maxsize
         memo = new_memo()
         hz = self.raw_clock_hz
@@ -299,7 +299,7 @@ class FtraceReader(TraceReader):
         if known is not None or len(self._payloads) >= _CACHE_LIMIT or b"kvm_e" in payload:
             return known
         try:
-            fields = exit_fields(payload.decode("utf-8", self._errors).split())
+            fields = exit_fields(payload.decode("utf-8", self._errors).split(), self._parser.hex)
         except ValueError:
             return None
         number = self._reasons.get(fields[0], -1)  # no side effect: spellings seen before

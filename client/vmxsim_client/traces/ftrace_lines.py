@@ -8,6 +8,7 @@ The header and payload grammar is described in ``ftrace.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from .base import parse_u64
@@ -78,8 +79,15 @@ def thread_id(header: str) -> str:
     return header[: header.rfind("[")].rstrip().rpartition("-")[2]
 
 
-def exit_fields(p: list[str]) -> tuple[str, int, int, int, int, int, int]:
-    """(name, rip, info1, info2, intr_info, error_code, vcpu or -1) of a kvm_exit payload."""
+def _hex16(text: str) -> int:
+    return parse_u64(text, 16)
+
+
+def exit_fields(
+    p: list[str], hex: Callable[[str], int] = _hex16
+) -> tuple[str, int, int, int, int, int, int]:
+    """(name, rip, info1, info2, intr_info, error_code, vcpu or -1) of a kvm_exit payload;
+    ``hex`` reads a hex token as ``parse_u64(text, 16)`` does (a caching one, say)."""
     n = len(p)
     vcpu, i = -1, 0
     if n > 1 and p[0] == "vcpu":
@@ -93,16 +101,16 @@ def exit_fields(p: list[str]) -> tuple[str, int, int, int, int, int, int]:
         i += 1
     if i + 1 >= n:
         raise ValueError("no 'rip 0x<hex>'")
-    out = [parse_u64(p[i + 1], 16), 0, 0, 0, 0]  # rip, info1, info2, intr_info, error_code
+    out = [hex(p[i + 1]), 0, 0, 0, 0]  # rip, info1, info2, intr_info, error_code
     i += 2
     if i + 2 < n and p[i] == "info":  # the 3.x-5.15 'info <info1> <intr_info>'
-        out[1], out[3] = parse_u64(p[i + 1], 16), parse_u64(p[i + 2], 16)
+        out[1], out[3] = hex(p[i + 1]), hex(p[i + 2])
     elif i + 1 < n and p[i] == "info":
         raise ValueError("'info' needs two hex numbers")
     for j in range(i, n - 1):  # 5.16+: 'info1 0x.. info2 0x.. ...' and extra trailing pairs
         index = _PAIR_KEYS.get(p[j])
         if index is not None:
-            out[index] = parse_u64(p[j + 1], 16)
+            out[index] = hex(p[j + 1])
     return (name, out[0], out[1], out[2], out[3], out[4], vcpu)
 
 
@@ -181,7 +189,7 @@ class LineParser:
         ):
             return None
         try:
-            rip, info1, intr_info = (self._hex(parts[k]) for k in (6, 8, 9))
+            rip, info1, intr_info = (self.hex(parts[k]) for k in (6, 8, 9))
             number = self.reader._reason(parts[4])
             timestamp = float(parts[1][:-1])
         except ValueError:
@@ -193,7 +201,7 @@ class LineParser:
             self._payloads[payload] = known
         return known, timestamp, thread_id(parts[0]), parts[0]
 
-    def _hex(self, text: str) -> int:
+    def hex(self, text: str) -> int:
         """A hex token as an unsigned 64-bit value, remembered (rips and infos repeat)."""
         value = self._hex_cache.get(text)
         if value is None:

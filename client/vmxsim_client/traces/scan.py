@@ -3,10 +3,12 @@
 :func:`scan` reads the lines of a chunk (lines joined by ``\\n``, see ``lines.Chunk``) from
 offset ``pos`` while each line is no longer than ``limit`` and is one of:
 
-- ``<prefix> <stamp>: [kvm:]kvm_exit:<payload>`` whose payload and task prefix the reader has
-  already checked and remembered (``payloads``: payload -> (packed record, the payload's own
-  vCPU or -1); ``dotted``/``raw``/``perf``: prefix -> thread, by timestamp kind), with a
-  timestamp that parses: the exit is appended to ``records``, ``stamps`` and ``who``;
+- ``<prefix> <stamp>: [kvm:]kvm_exit:<payload>`` whose task prefix the reader has already
+  checked and remembered (``dotted``/``raw``/``perf``: prefix -> thread, by timestamp kind),
+  whose payload is remembered (``payloads``: payload -> (packed record, the payload's own vCPU
+  or -1)) or is remembered now by ``remember(payload)`` (the reader's parser of payloads; None
+  when it does not take one), with a timestamp that parses: the exit is appended to
+  ``records``, ``stamps`` and ``who``;
 - ``<prefix> <stamp>: kvm_entry: vcpu N...`` of a remembered prefix whose thread already runs
   vCPU N: counted;
 - a line of no ``kvm_e...`` event that cannot be half of a wrapped record: passed over;
@@ -40,6 +42,7 @@ Scan = Callable[
         int,
         object,
         dict[bytes, tuple[bytes, int]],
+        Callable[[bytes], "tuple[bytes, int] | None"],
         dict[bytes, Any],
         dict[bytes, Any],
         dict[bytes, Any],
@@ -95,6 +98,7 @@ def scan_chunk(
     limit: int,
     memo: object,
     payloads: dict[bytes, tuple[bytes, int]],
+    remember: Callable[[bytes], tuple[bytes, int] | None],
     dotted: dict[bytes, Any],
     raw: dict[bytes, Any],
     perf: dict[bytes, Any],
@@ -119,10 +123,14 @@ def scan_chunk(
         head, sep, payload = line.partition(b"kvm_exit:")
         if sep:
             known = payload_of(payload)
-            if known is None:
-                break
             thread, stamp, kind = _task(head, tables)
-            if thread is None or stamp[-1:] != b":":
+            if thread is None:
+                break
+            if known is None:  # a new payload of a known thread
+                known = remember(payload)
+                if known is None:
+                    break
+            if stamp[-1:] != b":":
                 break
             timestamp = _timestamp(stamp, kind, raw_clock_hz)
             if not 0.0 <= timestamp < _INFINITY:
