@@ -16,33 +16,53 @@
 
 static PyObject *str_current, *str_identity, *str_entry_vcpu, *str_frombytes;
 
-/* --- the memo: a direct-mapped table of byte strings already looked up in the reader's
- * dicts (payload -> known tuple, task prefix -> thread), so that a repeated one costs a hash
- * and a memcmp instead of a bytes object, SipHash and a dict look-up. It holds references:
- * the dicts only grow and their values never change, so a remembered answer stays right. */
+/* --- the memo: a 2-way set-associative table of the byte strings already looked up in the
+ * reader's dicts (payload -> (record, vcpu), task prefix -> thread), each slot holding its key
+ * and, for a payload, the packed record and vCPU inline: a repeated string costs a hash and a
+ * memcmp in one place of memory, instead of a bytes object, SipHash, a dict look-up and three
+ * objects to touch. It holds references: the dicts only grow and their values never change,
+ * so a remembered answer stays right. */
 
-#define MEMO_SLOTS (1 << 17)
-#define MEMO_MAX_KEY 512
+#define MEMO_FIRST_SETS (1 << 8)
+#define MEMO_MAX_SETS (1 << 15) /* 16 MiB at most; it doubles as it fills */
+#define KEY_INLINE 176
+#define RECORD_BYTES 48
 
 typedef struct {
     uint64_t hash;
-    int kind;        /* which dict: a prefix table (0-2) or the payloads (3) */
-    PyObject *key;   /* bytes */
-    PyObject *value; /* what the dict holds for it */
+    int32_t kind; /* which dict: a prefix table (0-2) or the payloads (3); -1: empty */
+    int32_t len;
+    PyObject *value; /* what the dict holds for it (owned) */
+    long vcpu;       /* a payload's own vCPU, or -1 */
+    char record[RECORD_BYTES];
+    char key[KEY_INLINE];
 } Slot;
 
 typedef struct {
-    Slot slots[MEMO_SLOTS];
+    Slot (*slots)[2];
+    size_t sets, used;
+    Slot scratch; /* the answer for a key too long to keep */
 } Memo;
+
+static Slot (*new_sets(size_t sets))[2] {
+    Slot(*slots)[2] = PyMem_Calloc(sets, sizeof *slots);
+    if (slots == NULL)
+        return NULL;
+    for (size_t k = 0; k < sets; k++)
+        slots[k][0].kind = slots[k][1].kind = -1;
+    return slots;
+}
 
 static void memo_free(PyObject *capsule) {
     Memo *memo = PyCapsule_GetPointer(capsule, "vmxsim._scan.memo");
     if (memo == NULL)
         return;
-    for (int k = 0; k < MEMO_SLOTS; k++) {
-        Py_XDECREF(memo->slots[k].key);
-        Py_XDECREF(memo->slots[k].value);
+    for (size_t k = 0; k < memo->sets; k++) {
+        Py_XDECREF(memo->slots[k][0].value);
+        Py_XDECREF(memo->slots[k][1].value);
     }
+    Py_XDECREF(memo->scratch.value);
+    PyMem_Free(memo->slots);
     PyMem_Free(memo);
 }
 
@@ -50,10 +70,42 @@ static PyObject *memo_new(PyObject *self, PyObject *unused) {
     Memo *memo = PyMem_Calloc(1, sizeof(Memo));
     if (memo == NULL)
         return PyErr_NoMemory();
-    PyObject *capsule = PyCapsule_New(memo, "vmxsim._scan.memo", memo_free);
-    if (capsule == NULL)
+    memo->sets = MEMO_FIRST_SETS;
+    memo->slots = new_sets(memo->sets);
+    PyObject *capsule = memo->slots ? PyCapsule_New(memo, "vmxsim._scan.memo", memo_free) : NULL;
+    if (capsule == NULL) {
+        int no_memory = memo->slots == NULL;
+        PyMem_Free(memo->slots);
         PyMem_Free(memo);
+        return no_memory ? PyErr_NoMemory() : NULL;
+    }
     return capsule;
+}
+
+static size_t set_of(uint64_t h, size_t sets) {
+    return (size_t)(h >> 7) & (sets - 1);
+}
+
+/* Double the table: each set splits in two, so every entry keeps its place (no loss). */
+static void grow(Memo *memo) {
+    size_t sets = memo->sets * 2;
+    Slot(*slots)[2] = new_sets(sets);
+    if (slots == NULL)
+        return; /* keep the smaller table */
+    for (size_t k = 0; k < memo->sets; k++) {
+        for (int way = 0; way < 2; way++) {
+            Slot *old = &memo->slots[k][way];
+            if (old->kind < 0) {
+                Py_XDECREF(old->value);
+                continue;
+            }
+            Slot *set = slots[set_of(old->hash, sets)];
+            set[set[0].kind < 0 ? 0 : 1] = *old; /* moves the value reference */
+        }
+    }
+    PyMem_Free(memo->slots);
+    memo->slots = slots;
+    memo->sets = sets;
 }
 
 static uint64_t hash_bytes(const char *s, Py_ssize_t n, uint64_t seed) {
@@ -73,38 +125,113 @@ static uint64_t hash_bytes(const char *s, Py_ssize_t n, uint64_t seed) {
     return h;
 }
 
-/* dict[text] through the memo: borrowed value, or NULL (not in the dict or None: *error says
- * whether an exception is set). */
-static PyObject *lookup(Memo *memo, PyObject *dict, int kind, const char *text,
-                        Py_ssize_t len, int *error) {
+static int slot_is(const Slot *slot, uint64_t h, int kind, const char *text, Py_ssize_t len) {
+    return slot->hash == h && slot->kind == kind && slot->len == len &&
+           memcmp(slot->key, text, (size_t)len) == 0;
+}
+
+/* Fill a slot from a dict value: a payload's must be (48-byte record, int vcpu). 0: refused. */
+static int fill(Slot *slot, PyObject *value, int kind) {
+    if (kind == 3) {
+        if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2)
+            return 0;
+        PyObject *record = PyTuple_GET_ITEM(value, 0), *vcpu = PyTuple_GET_ITEM(value, 1);
+        if (!PyBytes_Check(record) || PyBytes_GET_SIZE(record) != RECORD_BYTES ||
+            !PyLong_Check(vcpu))
+            return 0;
+        long n = PyLong_AsLong(vcpu);
+        if (n == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        memcpy(slot->record, PyBytes_AS_STRING(record), RECORD_BYTES);
+        slot->vcpu = n;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(slot->value, value);
+    return 1;
+}
+
+/* dict[text] through the memo: its slot, or NULL (not in the dict, None, or not of the
+ * expected shape: *error says whether an exception is set). */
+static Slot *lookup(Memo *memo, PyObject *dict, int kind, const char *text, Py_ssize_t len,
+                    int *error) {
     uint64_t h = hash_bytes(text, len, (uint64_t)kind);
-    Slot *slot = &memo->slots[h & (MEMO_SLOTS - 1)];
-    if (slot->key != NULL && slot->hash == h && slot->kind == kind &&
-        PyBytes_GET_SIZE(slot->key) == len &&
-        memcmp(PyBytes_AS_STRING(slot->key), text, (size_t)len) == 0)
-        return slot->value;
+    Slot *set = memo->slots[set_of(h, memo->sets)];
+    if (slot_is(&set[0], h, kind, text, len))
+        return &set[0];
+    if (slot_is(&set[1], h, kind, text, len))
+        return &set[1];
     PyObject *key = PyBytes_FromStringAndSize(text, len);
     if (key == NULL) {
         *error = 1;
         return NULL;
     }
     PyObject *value = PyDict_GetItemWithError(dict, key);
+    Py_DECREF(key);
     if (value == NULL || value == Py_None) {
-        Py_DECREF(key);
         if (PyErr_Occurred())
             *error = 1;
         return NULL;
     }
-    if (len <= MEMO_MAX_KEY) {
-        Py_XSETREF(slot->key, key);
-        Py_INCREF(value);
-        Py_XSETREF(slot->value, value);
-        slot->hash = h;
-        slot->kind = kind;
-        return value;
+    Slot *slot = &memo->scratch;
+    if (len <= KEY_INLINE && memo->used >= memo->sets && memo->sets < MEMO_MAX_SETS) {
+        grow(memo); /* half full: make room before this one goes in */
+        set = memo->slots[set_of(h, memo->sets)];
     }
-    Py_DECREF(key);
-    return value; /* borrowed from the dict, which keeps it */
+    if (len <= KEY_INLINE) { /* the newest in way 0, the one before it in way 1 */
+        memo->used += set[1].kind < 0;
+        Slot old = set[1];
+        set[1] = set[0];
+        set[0] = old; /* its value reference is released by fill() */
+        slot = &set[0];
+    }
+    if (!fill(slot, value, kind)) {
+        slot->kind = -1;
+        return NULL;
+    }
+    slot->hash = h;
+    slot->kind = kind;
+    slot->len = (int32_t)len;
+    if (slot != &memo->scratch)
+        memcpy(slot->key, text, (size_t)len);
+    else
+        slot->kind = -1; /* never matches: the scratch answer is for this call only */
+    return slot;
+}
+
+typedef struct {
+    char *data;
+    size_t used, cap;
+} Buffer;
+
+static int put(Buffer *b, const void *data, size_t n) {
+    if (b->used + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1 << 16;
+        while (cap < b->used + n)
+            cap *= 2;
+        char *grown = PyMem_Realloc(b->data, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->used, data, n);
+    b->used += n;
+    return 0;
+}
+
+/* Append a buffer to a bytearray. */
+static int flush(Buffer *b, PyObject *out) {
+    if (b->used == 0)
+        return 0;
+    Py_ssize_t size = PyByteArray_GET_SIZE(out);
+    if (PyByteArray_Resize(out, size + (Py_ssize_t)b->used) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(out) + size, b->data, b->used);
+    return 0;
 }
 
 /* --- one line ----------------------------------------------------------------------------- */
@@ -158,8 +285,8 @@ static PyObject *task(Context *c, const char *head, Py_ssize_t len, const char *
             return NULL; /* perf script never glues a raw clock to the CPU */
         *kind = RAW;
     }
-    return lookup(c->memo, c->tables[*kind], *kind, head, space >= 0 ? space : 0,
-                  error);
+    Slot *slot = lookup(c->memo, c->tables[*kind], *kind, head, space >= 0 ? space : 0, error);
+    return slot != NULL ? slot->value : NULL;
 }
 
 static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
@@ -209,57 +336,54 @@ static double parse_stamp(const char *text, Py_ssize_t len, int *error) {
 }
 
 typedef struct {
-    PyObject *thread, *vcpu, *who; /* borrowed, borrowed, owned */
+    PyObject *thread; /* borrowed */
+    long vcpu;
+    int set;
+    char who[16];
 } Identity;
 
 #define IDENTITIES 16
 
-/* The packed identity of an exit (thread.current, or thread.identity(vcpu)); borrowed from the
+/* The packed (vcpu, vm) identity of an exit: thread.current, or thread.identity(vcpu), from a
  * per-call table. Nothing changes a thread's identities during one scan (a vCPU change stops
- * it). */
-static PyObject *identity(Identity *table, PyObject *thread, PyObject *vcpu) {
-    Identity *slot = &table[(((uintptr_t)thread >> 4) ^ (uintptr_t)vcpu >> 4) % IDENTITIES];
-    if (slot->who != NULL && slot->thread == thread && slot->vcpu == vcpu)
+ * it). NULL when an exception is set. */
+static const char *identity(Identity *table, PyObject *thread, long vcpu) {
+    Identity *slot = &table[(((uintptr_t)thread >> 4) ^ (uintptr_t)vcpu) % IDENTITIES];
+    if (slot->set && slot->thread == thread && slot->vcpu == vcpu)
         return slot->who;
-    long n = PyLong_AsLong(vcpu);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    PyObject *who = n < 0 ? PyObject_GetAttr(thread, str_current)
-                          : PyObject_CallMethodOneArg(thread, str_identity, vcpu);
+    PyObject *who;
+    if (vcpu < 0) {
+        who = PyObject_GetAttr(thread, str_current);
+    } else {
+        PyObject *number = PyLong_FromLong(vcpu);
+        who = number ? PyObject_CallMethodOneArg(thread, str_identity, number) : NULL;
+        Py_XDECREF(number);
+    }
     if (who == NULL)
         return NULL;
-    Py_XSETREF(slot->who, who);
+    if (!PyBytes_Check(who) || PyBytes_GET_SIZE(who) != 16) {
+        Py_DECREF(who);
+        PyErr_SetString(PyExc_TypeError, "a thread identity is 16 packed bytes");
+        return NULL;
+    }
+    memcpy(slot->who, PyBytes_AS_STRING(who), 16);
+    Py_DECREF(who);
     slot->thread = thread;
     slot->vcpu = vcpu;
-    return who;
+    slot->set = 1;
+    return slot->who;
 }
 
 typedef struct {
-    double *times;
-    Py_ssize_t used, cap;
-} Times;
-
-static int add_time(Times *t, double value) {
-    if (t->used == t->cap) {
-        Py_ssize_t cap = t->cap ? t->cap * 2 : 4096;
-        double *grown = PyMem_Realloc(t->times, (size_t)cap * sizeof(double));
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        t->times = grown;
-        t->cap = cap;
-    }
-    t->times[t->used++] = value;
-    return 0;
-}
+    Buffer records, stamps, who;
+} Output;
 
 enum { STOP = 0, EXIT = 1, ENTRY = 2, OTHER = 3, FAILED = -1 };
 
 /* What the bulk path does with one line: STOP (the Python rules read it), EXIT (appended),
  * ENTRY or OTHER (passed over), FAILED (an exception is set). */
 static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Identity *ids,
-                    PyObject *records, PyObject *who, Times *times) {
+                    Output *out) {
     const char *e = find(line, len, "kvm_e", 5);
     if (e == NULL) { /* another event: unless it may be half of a wrapped record */
         Py_ssize_t tail = len;
@@ -282,9 +406,13 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
         Py_ssize_t at = exit - line;
         const char *payload = exit + 9;
         Py_ssize_t payload_len = len - at - 9;
-        PyObject *known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
+        Slot *known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
         if (error)
             return FAILED;
+        long own_vcpu = known != NULL ? known->vcpu : 0;
+        char record[RECORD_BYTES];
+        if (known != NULL)
+            memcpy(record, known->record, RECORD_BYTES); /* the slot may move: keep a copy */
         PyObject *thread = task(c, line, at, &stamp, &stamp_len, &kind, &error);
         if (thread == NULL)
             return error ? FAILED : STOP;
@@ -301,9 +429,9 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
             known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
             if (known == NULL)
                 return error ? FAILED : STOP;
+            own_vcpu = known->vcpu;
+            memcpy(record, known->record, RECORD_BYTES);
         }
-        if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2)
-            return STOP;
         if (stamp_len < 1 || stamp[stamp_len - 1] != ':')
             return STOP;
         double t;
@@ -330,11 +458,9 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
         }
         if (!(t >= 0.0 && t < Py_HUGE_VAL))
             return STOP;
-        PyObject *packed = identity(ids, thread, PyTuple_GET_ITEM(known, 1));
-        if (packed == NULL || add_time(times, t) < 0)
-            return FAILED;
-        if (PyList_Append(records, PyTuple_GET_ITEM(known, 0)) < 0 ||
-            PyList_Append(who, packed) < 0)
+        const char *who = identity(ids, thread, own_vcpu);
+        if (who == NULL || put(&out->records, record, RECORD_BYTES) < 0 ||
+            put(&out->stamps, &t, sizeof t) < 0 || put(&out->who, who, 16) < 0)
             return FAILED;
         return EXIT;
     }
@@ -386,8 +512,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     double hz;
     if (!PyArg_ParseTuple(args, "SnnOO!OO!O!O!dO!OO!", &data, &pos, &limit, &capsule,
                           &PyDict_Type, &payloads, &remember, &PyDict_Type, &dotted,
-                          &PyDict_Type, &raw, &PyDict_Type, &perf, &hz, &PyList_Type, &records,
-                          &stamps, &PyList_Type, &who))
+                          &PyDict_Type, &raw, &PyDict_Type, &perf, &hz, &PyByteArray_Type,
+                          &records, &stamps, &PyByteArray_Type, &who))
         return NULL;
     Memo *memo = PyCapsule_GetPointer(capsule, "vmxsim._scan.memo");
     if (memo == NULL)
@@ -397,7 +523,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Py_ssize_t size = PyBytes_GET_SIZE(data), lines = 0, exits = 0, entries = 0;
     Identity ids[IDENTITIES];
     memset(ids, 0, sizeof ids);
-    Times times = {NULL, 0, 0};
+    Output out = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
     int failed = 0;
     if (pos < 0)
         pos = 0;
@@ -407,7 +533,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         Py_ssize_t len = nl != NULL ? nl - start : size - pos;
         if (len > limit)
             break; /* over-long: the reader reads it as such */
-        int what = one_line(&c, start, len, hz, ids, records, who, &times);
+        int what = one_line(&c, start, len, hz, ids, &out);
         if (what == FAILED) {
             failed = 1;
             break;
@@ -419,18 +545,17 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         lines++;
         pos += len + 1;
     }
-    for (int k = 0; k < IDENTITIES; k++)
-        Py_XDECREF(ids[k].who);
-    if (!failed && times.used > 0) {
-        PyObject *chunk = PyBytes_FromStringAndSize((const char *)times.times,
-                                                    (Py_ssize_t)(times.used * sizeof(double)));
+    if (!failed && out.stamps.used > 0) {
+        PyObject *chunk = PyBytes_FromStringAndSize(out.stamps.data, (Py_ssize_t)out.stamps.used);
         PyObject *done = chunk ? PyObject_CallMethodOneArg(stamps, str_frombytes, chunk) : NULL;
         Py_XDECREF(chunk);
-        if (done == NULL)
+        if (done == NULL || flush(&out.records, records) < 0 || flush(&out.who, who) < 0)
             failed = 1;
         Py_XDECREF(done);
     }
-    PyMem_Free(times.times);
+    PyMem_Free(out.records.data);
+    PyMem_Free(out.stamps.data);
+    PyMem_Free(out.who.data);
     if (failed)
         return NULL;
     return Py_BuildValue("nnnn", pos, lines, exits, entries);

@@ -62,6 +62,7 @@ __all__ = ["FtraceReader"]
 
 _RECORD = struct.Struct("=6Q")  # reason, rip, qualification, info2, intr_info, error_code
 _WIDTH = _RECORD.size // 8  # values per record
+_IDENTITY_BYTES = 16  # vcpu, vm (identity.Thread.identity)
 _INFINITY = float("inf")
 _PRINTABLE = re.compile(rb"[ -~]*\Z").match
 _CACHE_LIMIT = 1 << 16  # distinct payloads / task prefixes remembered per reader
@@ -136,17 +137,18 @@ class FtraceReader(TraceReader):
         ``vm`` columns say who made each exit."""
         if size < 1:
             raise ValueError("batch size must be at least 1")
-        records: list[bytes] = []
+        records = bytearray()  # _RECORD.size bytes an exit
         stamps = array("d")
-        who: list[bytes] = []
+        who = bytearray()  # 16 bytes an exit: vcpu, vm
         sequence = 0
+        cut, cut_who = size * _RECORD.size, size * _IDENTITY_BYTES
         with self._reading():
             for _ in self._read(records, stamps, who):
-                while len(records) >= size:
+                while len(stamps) >= size:
                     sequence += 1
-                    yield _batch(records[:size], stamps[:size], who[:size], sequence)
-                    del records[:size], stamps[:size], who[:size]
-            if records:
+                    yield _batch(records[:cut], stamps[:size], who[:cut_who], sequence)
+                    del records[:cut], stamps[:size], who[:cut_who]
+            if stamps:
                 yield _batch(records, stamps, who, sequence + 1)
 
     # --- the bulk path -------------------------------------------------------------------------
@@ -159,7 +161,7 @@ class FtraceReader(TraceReader):
         while piece := list(itertools.islice(lines, _TEXT_LIST)):
             yield [line.encode("utf-8", "surrogatepass") for line in piece]
 
-    def _read(self, records: list[bytes], stamps: array[float], who: list[bytes]) -> Iterator[None]:
+    def _read(self, records: bytearray, stamps: array[float], who: bytearray) -> Iterator[None]:
         """Fill the three lists from the input, yielding after each chunk of lines.
 
         ``scan`` (the C extension, or its Python twin) takes the common lines in bulk and stops
@@ -209,7 +211,7 @@ class FtraceReader(TraceReader):
         self.lines, self.exits = lineno, exits
 
     def _line(
-        self, lineno: int, line: bytes, records: list[bytes], stamps: array[float], who: list[bytes]
+        self, lineno: int, line: bytes, records: bytearray, stamps: array[float], who: bytearray
     ) -> bool:
         """A line the inline path did not take; True when it added an exit."""
         was_pending = self._parser.pending is not None
@@ -237,9 +239,9 @@ class FtraceReader(TraceReader):
         self,
         head: bytes,
         known: tuple[bytes, int],
-        records: list[bytes],
+        records: bytearray,
         stamps: array[float],
-        who: list[bytes],
+        who: bytearray,
     ) -> bool:
         """An exit with a remembered payload after any checked prefix and timestamp kind."""
         thread, stamp, table = self._task(head)
@@ -257,9 +259,9 @@ class FtraceReader(TraceReader):
                 timestamp = -1.0
         if not 0.0 <= timestamp < _INFINITY:
             return False
-        records.append(known[0])
+        records += known[0]
         stamps.append(timestamp)
-        who.append(thread.current if known[1] < 0 else thread.identity(known[1]))
+        who += thread.current if known[1] < 0 else thread.identity(known[1])
         return True
 
     def _entry(self, line: bytes) -> bool:
@@ -279,19 +281,17 @@ class FtraceReader(TraceReader):
 
     # --- the line-at-a-time path ---------------------------------------------------------------
 
-    def _add(
-        self, found: Exit, records: list[bytes], stamps: array[float], who: list[bytes]
-    ) -> None:
+    def _add(self, found: Exit, records: bytearray, stamps: array[float], who: bytearray) -> None:
         known, timestamp, key, header = found
-        records.append(_RECORD.pack(*known[:6]))
+        records += _RECORD.pack(*known[:6])
         stamps.append(timestamp)
         thread = self._thread(key, header)
         vcpu = known[6]
         if vcpu < 0:  # the reference's rule (kvm_entry mapping, else 0), then the thread's name
             vcpu = self._vcpu_of_thread.get(key, -1)
-            who.append(thread.current if vcpu < 0 else thread.identity(vcpu))
+            who += thread.current if vcpu < 0 else thread.identity(vcpu)
         else:
-            who.append(thread.identity(vcpu))
+            who += thread.identity(vcpu)
 
     def _remember(self, payload: bytes) -> tuple[bytes, int] | None:
         """Remember a payload for the bulk path (known reason spellings only); its value."""
@@ -382,20 +382,18 @@ def _header_key(header: str) -> str | None:
     return _thread_key(tokens)
 
 
-def _batch(
-    records: list[bytes], stamps: array[float], who: list[bytes], sequence: int
-) -> ExitBatch:
+def _batch(records: bytearray, stamps: array[float], who: bytearray, sequence: int) -> ExitBatch:
     """One batch from packed records: each column is one strided copy."""
-    values = memoryview(b"".join(records)).cast("Q")
+    values = memoryview(records).cast("Q")
     columns: list[array[int]] = []
     for k in range(_WIDTH):
         data = values[k::_WIDTH].tobytes()
         column = array("Q")
-        if k == 0 or data.count(0) != len(data):  # an all-zero column stays empty
+        if k == 0 or data != bytes(len(data)):  # an all-zero column stays empty
             column.frombytes(data)
         columns.append(column)
     columns += [array("Q"), array("Q")]  # guest_physical_address, instruction_len: none
-    identity = memoryview(b"".join(who)).cast("Q")
+    identity = memoryview(who).cast("Q")
     vcpu, vm = array("Q"), array("Q")
     vcpu.frombytes(identity[0::2].tobytes())
     vm.frombytes(identity[1::2].tobytes())

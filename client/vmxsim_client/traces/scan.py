@@ -47,9 +47,9 @@ Scan = Callable[
         dict[bytes, Any],
         dict[bytes, Any],
         float,
-        list[bytes],
+        bytearray,
         "array[float]",
-        list[bytes],
+        bytearray,
     ],
     tuple[int, int, int, int],
 ]
@@ -103,14 +103,14 @@ def scan_chunk(
     raw: dict[bytes, Any],
     perf: dict[bytes, Any],
     raw_clock_hz: float,
-    records: list[bytes],
+    records: bytearray,
     stamps: array[float],
-    who: list[bytes],
+    who: bytearray,
 ) -> tuple[int, int, int, int]:
     """The Python twin of ``_scan.scan`` (see the module docstring); ``memo`` is not used."""
     tables = (dotted, raw, perf)
     payload_of = payloads.get
-    add_record, add_stamp, add_who = records.append, stamps.append, who.append
+    add_stamp = stamps.append
     lines = exits = entries = 0
     size = len(chunk)
     while pos <= size:
@@ -135,10 +135,10 @@ def scan_chunk(
             timestamp = _timestamp(stamp, kind, raw_clock_hz)
             if not 0.0 <= timestamp < _INFINITY:
                 break
-            add_record(known[0])
+            records += known[0]
             add_stamp(timestamp)
             vcpu = known[1]
-            add_who(thread.current if vcpu < 0 else thread.identity(vcpu))
+            who += thread.current if vcpu < 0 else thread.identity(vcpu)
             exits += 1
         else:
             head, sep, payload = line.partition(b"kvm_entry:")
