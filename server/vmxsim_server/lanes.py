@@ -34,10 +34,10 @@ __all__ = ["BATCH_WORKERS", "READ_AHEAD", "Lane", "Lanes", "in_order"]
 T = TypeVar("T")
 
 BATCH_WORKERS = 2
-"""Worker threads for streams' jobs. The engine holds the GIL for most of a batch, so more
-threads than cores only queue on the GIL; two let numpy's GIL-free parts of one batch overlap
-the Python parts of another while the event loop takes the remaining share of the cores
-(docs/performance.md "Many streams at once")."""
+"""Worker threads for streams' jobs. The engine holds the GIL for most of a batch, so threads
+beyond the cores only queue on it (the executor's default was 6 on 2 cores); on the 2-core
+development machine 1 and 2 workers measured the same within noise at 64 streams
+(bench_fairness.py), and 2 leave a batch's GIL-free numpy parts room to overlap another's."""
 
 
 READ_AHEAD = 4
