@@ -18,11 +18,12 @@ import json
 import platform
 import resource
 
+from bench_fairness import MIX_EXITS
+
 from vmxsim_client.load.local_servers import cpu_seconds, local_servers
 from vmxsim_client.load.runner import LoadPlan, run_load
 
 TARGET = 1.6
-SOURCE = "mix:linux-boot:100000:0"
 
 
 def main() -> None:
@@ -31,8 +32,11 @@ def main() -> None:
     parser.add_argument("--clients", default="1,2,4,8")
     parser.add_argument("--servers", default="1,2")
     parser.add_argument("--vcpus-per-client", type=int, default=2)
+    parser.add_argument("--mix-exits", type=int, default=MIX_EXITS,
+                        help="exits of linux-boot each stream cycles through")  # fmt: skip
     args = parser.parse_args()
     client_counts = [int(n) for n in args.clients.split(",")]
+    source = f"mix:linux-boot:{args.mix_exits}:0"
     rates: dict[int, dict[int, int]] = {}
     p99: dict[int, dict[int, int]] = {}
     cores: dict[int, dict[int, tuple[float, float]]] = {}
@@ -41,13 +45,13 @@ def main() -> None:
             targets = tuple(s.address for s in running)
             for clients in client_counts:
                 plan = LoadPlan(
-                    targets, clients, args.vcpus_per_client, SOURCE, duration_seconds=args.seconds
+                    targets, clients, args.vcpus_per_client, source, duration_seconds=args.seconds
                 )
                 server_before = sum(cpu_seconds(s.pid) for s in running)
-                client_before = _own_cpu_seconds()
+                client_before = own_cpu_seconds()
                 report = run_load(plan)
                 server_cpu = sum(cpu_seconds(s.pid) for s in running) - server_before
-                client_cpu = _own_cpu_seconds() - client_before
+                client_cpu = own_cpu_seconds() - client_before
                 seconds = report["seconds"]
                 cores.setdefault(servers, {})[clients] = (
                     server_cpu / seconds,
@@ -82,7 +86,8 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def _own_cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (the load generator) so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 

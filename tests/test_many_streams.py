@@ -1,13 +1,17 @@
 """Fair under load (issue 15.3): a real server on a loopback socket serves 64 replay streams at
-once, from 64 channels, and none fails; a replay lost before its first acknowledgement is
-started over (a bounded number of times), one lost later or on a named vCPU is not."""
+once, from 64 channels, and none fails; a stream's batches, read ahead of its answers, are
+answered in order and none runs after a bad one; a replay lost before its first
+acknowledgement is started over (a bounded number of times), one lost later or on a named vCPU
+is not."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 
+import grpc
 import pytest
+from conftest_service import cpuid_batch, serving
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_client.aio import AsyncClient
@@ -43,6 +47,29 @@ def test_64_concurrent_replays_all_finish_with_every_exit(address: str) -> None:
     failures = [r for r in results if isinstance(r, BaseException)]
     assert failures == []
     assert results == [len(records)] * STREAMS
+
+
+def _acked_then_error(responses: Iterator[pb.ReplayResponse]) -> tuple[list[int], grpc.RpcError]:
+    acked = []
+    with pytest.raises(grpc.RpcError) as raised:
+        for response in responses:
+            acked.append(response.progress.acked_sequence)
+    return acked, raised.value
+
+
+def test_batches_sent_at_once_are_answered_in_order_and_none_runs_after_a_bad_one() -> None:
+    bad = pb.ExitBatch(sequence=4, reason=[10, 10], rip=[1])  # a column too short
+    batches = [*(cpuid_batch(10, n) for n in (1, 2, 3)), bad, cpuid_batch(10, 5)]
+    with serving() as (_, stub):
+        vcpu = stub.CreateVcpu(pb.CreateVcpuRequest(profile="kvm")).vcpu
+        requests = [pb.ReplayRequest(start=pb.ReplayStart(vcpu_id=vcpu.vcpu_id))]
+        requests += [pb.ReplayRequest(batch=batch) for batch in batches]
+        requests.append(pb.ReplayRequest(end=pb.ReplayEnd()))
+        acked, error = _acked_then_error(stub.Replay(iter(requests)))
+        assert acked == [1, 2, 3]
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "rip" in str(error.details())
+        stats = stub.GetStats(pb.GetStatsRequest(vcpu_id=vcpu.vcpu_id)).summary
+        assert stats.exits == 30  # batch 5 was read ahead but never ran
 
 
 def _feed(vcpu_id: str = "") -> ReplayFeed:

@@ -3,10 +3,14 @@ methods that translate the wire to the registry and the core and back.
 
 Core exceptions propagate to ``status.ErrorInterceptor``, which turns them into status codes.
 Emulation work (instructions, batches, snapshots) runs on worker threads under the vCPU's lock,
-so the event loop keeps answering other calls and health checks meanwhile. Streams check their
-deadline between batches, and ``Streams`` keeps a record of open streams so a shutdown can log
-which ones it cut. With a state directory, a replay is persisted after each batch before the
-batch is acknowledged, and a ReplayStart with a resume token continues it (state.py).
+so the event loop keeps answering other calls and health checks meanwhile. A stream's batches
+go to its lane (lanes.py: worker threads serve the streams round robin, one batch each per
+turn); a stream reads a few requests ahead of the one it answers (``lanes.READ_AHEAD``), so
+its next batch is queued while one runs, and answers in order. Streams check their deadline
+before each batch, and ``Streams`` keeps a record of open streams so a shutdown can log which
+ones it cut.
+With a state directory, a replay is persisted after each batch before the batch is
+acknowledged, and a ReplayStart with a resume token continues it (state.py).
 
 Hooks of other modules, kept small here: who calls (``_caller``: tenancy.py, security.py) is
 passed to every registry call; limits (limits.py, bounds.py) are checked before work starts;
@@ -20,9 +24,10 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -36,6 +41,7 @@ from .bounds import add_count_maps, add_counts, deadline_of, idle_bounded
 from .config import ServerConfig
 from .discovery import DiscoveryMethods
 from .execute import check_size, execute
+from .lanes import Lanes, in_order
 from .paging import numbered_key, paginate
 from .registry import Registry, VcpuEntry
 from .replays import ReplayRun, bring_back, checkpoint_bytes, rolled_back
@@ -123,10 +129,10 @@ class Streams:
             )
 
 
-def _check_deadline(context: Context, info: StreamInfo) -> None:
-    """Stop a stream whose deadline passed while its last batch ran (DEADLINE_EXCEEDED)."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+def _check_deadline(deadline: float | None, info: StreamInfo) -> None:
+    """Stop a stream whose deadline (``deadline_of``) passed while its last batch ran or
+    waited (DEADLINE_EXCEEDED)."""
+    if deadline is not None and time.monotonic() >= deadline:
         raise TimeoutError(f"deadline exceeded after {info.batches} batches ({info.exits} exits)")
 
 
@@ -145,6 +151,7 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         self.state = state
         self.auth = auth
         self.streams = Streams()
+        self.lanes = Lanes()
 
     def _caller(self, context: Context) -> Caller:
         return caller_of(self.auth, context.invocation_metadata(), context.peer())
@@ -262,20 +269,27 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
 
     # --- streams -------------------------------------------------------------------------------
 
-    async def _run_batch(
+    def _run_batch(
         self,
         entry: VcpuEntry,
         message: pb.ExitBatch,
         per_exit: bool,
         info: StreamInfo,
-        context: Context,
+        deadline: float | None,
     ) -> BatchStats:
-        _check_deadline(context, info)
+        """Translate and run one batch of a stream (on its lane's worker thread)."""
+        _check_deadline(deadline, info)
         batch = exit_batch(message, self.config.max_batch_exits)
-        stats = await self._in_thread(self.registry.run_batch, entry, batch, per_exit)
+        stats = self.registry.run_batch(entry, batch, per_exit)
         info.batches += 1
         info.exits += stats.exits
         return stats
+
+    def _drive_batch(
+        self, entry: VcpuEntry, request: pb.DriveRequest, info: StreamInfo, deadline: float | None
+    ) -> pb.DriveResponse:
+        stats = self._run_batch(entry, request.batch, request.per_exit, info, deadline)
+        return pb.DriveResponse(stats=batch_stats(stats, request.per_exit))
 
     async def Drive(
         self, request_iterator: AsyncIterator[pb.DriveRequest], context: Context
@@ -290,18 +304,29 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
                 raise InvalidArgument("the first DriveRequest must name a vcpu_id", field="vcpu_id")
             with self.registry.claim(first.vcpu_id, caller) as entry:
                 info.vcpu_id = entry.vcpu_id
-                request: pb.DriveRequest | None = first
-                while request is not None:
-                    if request.vcpu_id not in ("", entry.vcpu_id):
-                        raise InvalidArgument(
-                            f"this stream drives {entry.vcpu_id}, not {request.vcpu_id!r}"
-                        )
-                    if request.HasField("batch"):
-                        stats = await self._run_batch(
-                            entry, request.batch, request.per_exit, info, context
-                        )
-                        yield pb.DriveResponse(stats=batch_stats(stats, request.per_exit))
-                    request = await anext(requests, None)
+                jobs = self._drive_jobs(entry, first, requests, info, deadline_of(context))
+                async with aclosing(in_order(self.lanes, jobs)) as responses:
+                    async for response in responses:
+                        yield response
+
+    async def _drive_jobs(
+        self,
+        entry: VcpuEntry,
+        first: pb.DriveRequest,
+        requests: AsyncIterator[pb.DriveRequest],
+        info: StreamInfo,
+        deadline: float | None,
+    ) -> AsyncIterator[Callable[[], pb.DriveResponse]]:
+        """A Drive stream's batches as jobs for its lane."""
+        request: pb.DriveRequest | None = first
+        while request is not None:
+            if request.vcpu_id not in ("", entry.vcpu_id):
+                raise InvalidArgument(
+                    f"this stream drives {entry.vcpu_id}, not {request.vcpu_id!r}"
+                )
+            if request.HasField("batch"):
+                yield partial(self._drive_batch, entry, request, info, deadline)
+            request = await anext(requests, None)
 
     async def Replay(
         self, request_iterator: AsyncIterator[pb.ReplayRequest], context: Context
@@ -400,26 +425,18 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
         info: StreamInfo,
         context: Context,
     ) -> AsyncIterator[pb.ReplayResponse]:
+        jobs = self._replay_jobs(entry, run, requests, info, deadline_of(context))
         try:
-            async for request in requests:
-                kind = request.WhichOneof("kind")
-                if kind == "batch":
-                    yield await self._replay_batch(entry, run, request.batch, info, context)
-                elif kind == "end":
-                    run.skipped = add_counts(run.skipped, request.end.skipped, "skipped lines")
-                    add_count_maps(run.unknown, request.end.unknown_reasons, "unknown reason")
-                    summary = run_summary(
-                        run.totals, entry.profile, entry.mode, run.skipped, dict(run.unknown)
-                    )
+            async with aclosing(in_order(self.lanes, jobs)) as responses:
+                async for response in responses:
+                    if not response.HasField("summary"):
+                        yield response
+                        continue
                     try:
-                        yield pb.ReplayResponse(summary=summary)
+                        yield response
                     finally:  # also when the client closes the stream on the summary
                         self._forget(run)
                     return
-                else:
-                    raise InvalidArgument(
-                        f"a ReplayRequest after the start must be a batch or the end, not {kind}"
-                    )
         except Unavailable:
             raise  # the checkpoint stays: the client resumes from it
         except VmxsimError:
@@ -427,15 +444,43 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             raise
         raise InvalidArgument("the replay stream closed before its ReplayEnd")
 
-    async def _replay_batch(
+    async def _replay_jobs(
+        self,
+        entry: VcpuEntry,
+        run: ReplayRun,
+        requests: AsyncIterator[pb.ReplayRequest],
+        info: StreamInfo,
+        deadline: float | None,
+    ) -> AsyncIterator[Callable[[], pb.ReplayResponse]]:
+        """A Replay stream's batches and its end as jobs for its lane."""
+        async for request in requests:
+            kind = request.WhichOneof("kind")
+            if kind == "batch":
+                yield partial(self._replay_batch, entry, run, request.batch, info, deadline)
+            elif kind == "end":
+                yield partial(self._replay_end, entry, run, request.end)
+                return
+            else:
+                raise InvalidArgument(
+                    f"a ReplayRequest after the start must be a batch or the end, not {kind}"
+                )
+
+    def _replay_end(self, entry: VcpuEntry, run: ReplayRun, end: pb.ReplayEnd) -> pb.ReplayResponse:
+        run.skipped = add_counts(run.skipped, end.skipped, "skipped lines")
+        add_count_maps(run.unknown, end.unknown_reasons, "unknown reason")
+        summary = run_summary(run.totals, entry.profile, entry.mode, run.skipped, dict(run.unknown))
+        return pb.ReplayResponse(summary=summary)
+
+    def _replay_batch(
         self,
         entry: VcpuEntry,
         run: ReplayRun,
         message: pb.ExitBatch,
         info: StreamInfo,
-        context: Context,
+        deadline: float | None,
     ) -> pb.ReplayResponse:
-        """Run one batch and, with a state directory, persist the replay before acking it."""
+        """Run one batch (on its lane's worker thread) and, with a state directory, persist the
+        replay before acking it."""
         sequence = message.sequence
         if run.duplicate(sequence):
             progress = pb.ReplayProgress(
@@ -448,14 +493,14 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
             return pb.ReplayResponse(progress=progress)
         if run.last is not None and sequence <= run.last:
             raise InvalidArgument(f"batch sequence {sequence} does not follow {run.last}")
-        stats = await self._run_batch(entry, message, run.per_exit, info, context)
+        stats = self._run_batch(entry, message, run.per_exit, info, deadline)
         run.totals.add(stats)
         run.last = sequence
         if self.state is not None and run.token:
             try:
-                await self._in_thread(self._checkpoint, entry, run)
+                self._checkpoint(entry, run)
             except OSError as exc:
-                await self._in_thread(rolled_back, self.registry, entry, run)
+                rolled_back(self.registry, entry, run)
                 raise Unavailable(
                     f"batch {sequence} was not applied: its checkpoint cannot be written"
                     f" ({exc.strerror or exc}); resume the replay"
