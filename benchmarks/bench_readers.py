@@ -135,7 +135,7 @@ def _floor(path: Path) -> int:
     try:
         for lines in LineSource(source.blocks()).lists():
             for line in lines:
-                if line.partition(b": kvm_exit:")[1]:
+                if line.partition(b"kvm_exit:")[1]:
                     exits += 1
     finally:
         source.close()

@@ -42,6 +42,7 @@ QUICK: dict[str, list[str]] = {
     ],
     "bench_remote": ["--exits", "50000"],
     "bench_e2e": ["--exits", "10000", "--repeat", "1", "--era", "5.16-ftrace"],
+    "bench_tokenizers": ["--exits", "20000", "--repeat", "1", "--era", "5.16-ftrace"],
     "bench_startup": ["--runs", "1"],
     "bench_fairness": [
         "--seconds",
