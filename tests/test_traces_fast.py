@@ -79,6 +79,7 @@ NAMES = st.sampled_from(
     ["HLT", "hlt", "EPT_VIOLATION", "apic_access", "EXIT_NPF", "BOGUS", "CPUID"]
 )
 HEX = st.sampled_from(["0", "1f", "ffffffff81000a2c", "10000000000000000", "zz", "0x1"])
+RAW_CLOCKS = ["303280081900681", "9223372036854775809", "99999999999999999999", "5.5"]
 STAMP = st.sampled_from(["4100.000020", "4100.0001", "12345", "1_0.5", "nan", "-1.5", "x.y"])
 
 
@@ -89,7 +90,8 @@ def _header(draw: Any) -> str:
     flags = draw(st.sampled_from(["", " d...", " d....", " .N.."]))
     sep = draw(st.sampled_from([" ", "  ", "\t"]))
     if draw(st.booleans()) and cpu:  # raw clock glued to the CPU field
-        return f"{comm}-{tid}{sep}{cpu}{draw(st.sampled_from(['303280081900681', '5.5']))}:"
+        clock = draw(st.sampled_from(RAW_CLOCKS))
+        return f"{comm}-{tid}{sep}{cpu}{clock}:"
     if draw(st.integers(0, 5)) == 0:  # perf script
         return f"{comm} {tid} {cpu} {draw(STAMP)}: kvm:"
     return f"{draw(st.sampled_from(['', ' ']))}{comm}-{tid}{sep}{cpu}{flags} {draw(STAMP)}:"

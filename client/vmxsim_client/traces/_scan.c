@@ -440,15 +440,15 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
             if (close == NULL)
                 return STOP;
             const char *digits = close + 1, *end = stamp + stamp_len - 1;
-            if (digits >= end || end - digits > 15)
-                return STOP; /* none, or more than an exact double holds: the Python rules */
+            if (digits >= end || end - digits > 19)
+                return STOP; /* none, or more than 64 bits may hold: the Python rules */
             uint64_t v = 0;
             for (const char *d = digits; d < end; d++) {
                 if (*d < '0' || *d > '9')
                     return STOP;
                 v = v * 10 + (uint64_t)(*d - '0');
             }
-            t = (double)v / hz;
+            t = (double)v / hz; /* rounded to nearest as Python's int / float rounds */
         } else {
             if (memchr(stamp, '.', (size_t)stamp_len) == NULL)
                 return STOP;

@@ -35,8 +35,9 @@ Payloads repeat (reason, rip and info recur), so a payload is parsed once and re
 packed column values; task prefixes (``comm-tid [cpu] flags``) are checked once and remembered
 as their thread. A line with a remembered payload and prefix only has its timestamp parsed, in
 bulk by ``scan.py`` (a C extension, or its Python twin without a compiler); every other line
-goes through the line-at-a-time rules of ``ftrace_lines.py``. Columns are ``bytes.join``-ed and
-cut into ``array.array`` columns per batch: no per-exit tuple or record is built.
+goes through the line-at-a-time rules of ``ftrace_lines.py``. Packed records and identities are
+appended to ``bytearray``s and cut into ``array.array`` columns per batch: no per-exit tuple or
+record is built.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from .ftrace_lines import Exit, LineParser, exit_fields, split_header, thread_id
 from .ftrace_lines import thread_key as _thread_key
 from .identity import Thread, named_vcpu, parse_task
 from .lines import TOO_LONG, Chunk, LineSource, long_line_problem
-from .scan import new_memo, scan
+from .scan import new_memo, scan, split_head, timestamp
 
 __all__ = ["FtraceReader"]
 
@@ -95,6 +96,7 @@ class FtraceReader(TraceReader):
         self._dotted: dict[bytes, Thread | None] = {}  # before 'sec.usec:'
         self._raw: dict[bytes, Thread | None] = {}  # before '[cpu]clock:'
         self._perf: dict[bytes, Thread | None] = {}  # before 'sec.usec: kvm:'
+        self._tables = (self._dotted, self._raw, self._perf)  # by scan's timestamp kind
         self._parser = LineParser(self)
         self._errors = "replace" if self._line_source is not None else "surrogatepass"
 
@@ -162,13 +164,13 @@ class FtraceReader(TraceReader):
             yield [line.encode("utf-8", "surrogatepass") for line in piece]
 
     def _read(self, records: bytearray, stamps: array[float], who: bytearray) -> Iterator[None]:
-        """Fill the three lists from the input, yielding after each chunk of lines.
+        """Fill the three columns from the input, yielding after each chunk of lines.
 
         ``scan`` (the C extension, or its Python twin) takes the common lines in bulk and stops
         at the first it cannot take; ``_line`` reads that one, and ``scan`` goes on after it.
         While a wrapped header waits in the parser every line goes to ``_line``."""
         parser = self._parser
-        tables = (self._payloads, self._remember, self._dotted, self._raw, self._perf)
+        tables = (self._payloads, self._remember, *self._tables)
         limit = self._limit() or sys.maxsize
         memo = new_memo()
         hz = self.raw_clock_hz
@@ -213,7 +215,7 @@ class FtraceReader(TraceReader):
     def _line(
         self, lineno: int, line: bytes, records: bytearray, stamps: array[float], who: bytearray
     ) -> bool:
-        """A line the inline path did not take; True when it added an exit."""
+        """A line ``scan`` did not take; True when it added an exit."""
         was_pending = self._parser.pending is not None
         head, sep, payload = line.partition(b"kvm_exit:")
         if sep and not was_pending:
@@ -244,23 +246,14 @@ class FtraceReader(TraceReader):
         who: bytearray,
     ) -> bool:
         """An exit with a remembered payload after any checked prefix and timestamp kind."""
-        thread, stamp, table = self._task(head)
+        thread, stamp, kind = self._task(head)
         if thread is None or stamp[-1:] != b":":
             return False
-        timestamp = -1.0
-        if table is self._raw:
-            digits = stamp[stamp.find(b"]") + 1 : -1]
-            if digits.isdigit() and len(digits) < 20:
-                timestamp = int(digits) / self.raw_clock_hz
-        elif stamp.find(b".") >= 0:
-            try:
-                timestamp = float(stamp[:-1])
-            except ValueError:
-                timestamp = -1.0
-        if not 0.0 <= timestamp < _INFINITY:
+        when = timestamp(stamp, kind, self.raw_clock_hz)
+        if not 0.0 <= when < _INFINITY:
             return False
         records += known[0]
-        stamps.append(timestamp)
+        stamps.append(when)
         who += thread.current if known[1] < 0 else thread.identity(known[1])
         return True
 
@@ -269,7 +262,7 @@ class FtraceReader(TraceReader):
         head, sep, payload = line.partition(b"kvm_entry:")
         if not sep or b"kvm_exit" in line:
             return False
-        thread, stamp, _table = self._task(head)
+        thread, stamp, _kind = self._task(head)
         fields = payload.split(None, 2)
         if thread is None or stamp[-1:] != b":" or len(fields) < 2 or fields[0] != b"vcpu":
             return False
@@ -308,24 +301,16 @@ class FtraceReader(TraceReader):
         known = self._payloads[payload] = (_RECORD.pack(number, *fields[1:6]), fields[6])
         return known
 
-    def _task(
-        self, head: bytes, check_new: bool = True
-    ) -> tuple[Thread | None, bytes, dict[bytes, Thread | None]]:
-        """The thread of a header (the text before the event name), its timestamp token and the
-        table of its timestamp kind (perf script's ``kvm:`` before the event, raw clocks);
-        a prefix not seen before is checked, unless ``check_new`` is false (then None)."""
-        text = head.rstrip()
-        if text.endswith(b" kvm:"):  # perf script: kvm:kvm_exit
-            text, table = text[:-5], self._perf
-        else:
-            table = self._dotted
-        prefix, _, stamp = text.rpartition(b" ")
-        if stamp[:1] == b"[":  # raw clock glued to the CPU field
-            table = self._raw if table is self._dotted else _NEVER
+    def _task(self, head: bytes, check_new: bool = True) -> tuple[Thread | None, bytes, int]:
+        """The thread of a header (the text before the event name), its timestamp token and
+        timestamp kind (``scan.split_head``); a prefix not seen before is checked, unless
+        ``check_new`` is false (then None)."""
+        prefix, stamp, kind = split_head(head)
+        table = self._tables[kind] if kind >= 0 else _NEVER
         thread = table.get(prefix)
         if thread is None and check_new and prefix not in table:
             thread = self._prefix(prefix, table)
-        return thread, stamp, table
+        return thread, stamp, kind
 
     def _prefix(self, prefix: bytes, table: dict[bytes, Thread | None]) -> Thread | None:
         """Check a task prefix (the header before its timestamp) once, for the timestamp kind of

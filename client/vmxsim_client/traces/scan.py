@@ -32,7 +32,18 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NATIVE", "Scan", "new_memo", "scan", "scan_chunk"]
+__all__ = [
+    "DOTTED",
+    "NATIVE",
+    "PERF",
+    "RAW",
+    "Scan",
+    "new_memo",
+    "scan",
+    "scan_chunk",
+    "split_head",
+    "timestamp",
+]
 
 Thread = Any  # identity.Thread: .current, .identity(vcpu), .entry_vcpu
 Scan = Callable[
@@ -55,30 +66,37 @@ Scan = Callable[
 ]
 _INFINITY = float("inf")
 _RISKY_END = frozenset(range(0x1C, 0x20)) | frozenset(range(0x80, 0x100))  # str.rstrip() strips
-_DOTTED, _RAW, _PERF = 0, 1, 2
-_MAX_RAW_DIGITS = 15  # below 2**53: int -> float is exact, as in Python's int / float
+DOTTED, RAW, PERF = 0, 1, 2
+"""Timestamp kinds, each with its table of task prefixes: ``sec.usec:``, ``[cpu]clock:`` (a raw
+clock glued to the CPU field), perf script's ``sec.usec: kvm:``; -1: never read in bulk."""
+_MAX_RAW_DIGITS = 19  # below 2**64: C's (double) and Python's int / float round alike
+
+
+def split_head(head: bytes) -> tuple[bytes, bytes, int]:
+    """The task prefix of a header (the text before the event name), its timestamp token (with
+    its ':') and timestamp kind (-1 for perf script with a raw clock, which has no table)."""
+    text = head.rstrip()
+    kind = DOTTED
+    if text.endswith(b" kvm:"):  # perf script: kvm:kvm_exit
+        text, kind = text[:-5], PERF
+    prefix, _, stamp = text.rpartition(b" ")
+    if stamp[:1] == b"[":  # raw clock glued to the CPU field
+        kind = RAW if kind == DOTTED else -1
+    return prefix, stamp, kind
 
 
 def _task(
     head: bytes, tables: tuple[dict[bytes, Any], dict[bytes, Any], dict[bytes, Any]]
 ) -> tuple[Thread | None, bytes, int]:
-    """The remembered thread of a header (the text before the event name), its timestamp token
-    (with its ':') and timestamp kind; None when the header is not remembered."""
-    text = head.rstrip()
-    kind = _DOTTED
-    if text.endswith(b" kvm:"):  # perf script: kvm:kvm_exit
-        text, kind = text[:-5], _PERF
-    prefix, _, stamp = text.rpartition(b" ")
-    if stamp[:1] == b"[":  # raw clock glued to the CPU field
-        if kind == _PERF:
-            return None, stamp, kind
-        kind = _RAW
-    return tables[kind].get(prefix), stamp, kind
+    """The remembered thread of a header, its timestamp token and kind; None when the header is
+    not remembered."""
+    prefix, stamp, kind = split_head(head)
+    return (tables[kind].get(prefix) if kind >= 0 else None), stamp, kind
 
 
-def _timestamp(stamp: bytes, kind: int, raw_clock_hz: float) -> float:
+def timestamp(stamp: bytes, kind: int, raw_clock_hz: float) -> float:
     """Seconds of a timestamp token ending in ':', or -1.0 when the bulk path does not take it."""
-    if kind == _RAW:
+    if kind == RAW:
         close = stamp.find(b"]")
         digits = stamp[close + 1 : -1]
         if close < 0 or not (digits.isdigit() and len(digits) <= _MAX_RAW_DIGITS):
@@ -132,11 +150,11 @@ def scan_chunk(
                     break
             if stamp[-1:] != b":":
                 break
-            timestamp = _timestamp(stamp, kind, raw_clock_hz)
-            if not 0.0 <= timestamp < _INFINITY:
+            when = timestamp(stamp, kind, raw_clock_hz)
+            if not 0.0 <= when < _INFINITY:
                 break
             records += known[0]
-            add_stamp(timestamp)
+            add_stamp(when)
             vcpu = known[1]
             who += thread.current if vcpu < 0 else thread.identity(vcpu)
             exits += 1
