@@ -145,6 +145,13 @@ def _closed(table: PlanTable, row: Row, reasons: list[int]) -> list[int] | None:
     return indices
 
 
+def _closed_indices(size: int, present: list[int], closed: list[int], reasons: Any) -> Any:
+    """Every exit's plan index when all run from one closed row (``_closed``'s indices)."""
+    plan_of = np.zeros(size, dtype=np.intp)
+    plan_of[present] = closed
+    return plan_of[reasons]
+
+
 def _walk(table: PlanTable, row: Row, reasons: list[int], out: list[Any], seen: set[int]) -> Row:
     indices: list[int] = []
     append = indices.append
@@ -168,9 +175,7 @@ def _definite(table: PlanTable, row: Row, reasons: Any, steady: Transitions) -> 
     present = np.flatnonzero(bins).tolist()
     closed = _closed(table, row, present)
     if closed is not None:
-        plan_of = np.zeros(len(bins), dtype=np.intp)
-        plan_of[present] = closed
-        return plan_of[reasons]
+        return _closed_indices(len(bins), present, closed, reasons)
     top = present[-1]
     codes = steady.codes(reasons, top)
     if codes is None or not steady.leads(table, row, int(reasons[0])):
@@ -227,11 +232,7 @@ def plan_indices(
         seen.update(present)
         counts = np.zeros(len(table.plans), dtype=np.intp)
         counts[closed] = bins[present]
-        indices = None
-        if want_indices:
-            plan_of = np.zeros(len(bins), dtype=np.intp)
-            plan_of[present] = closed
-            indices = plan_of[reasons]
+        indices = _closed_indices(len(bins), present, closed, reasons) if want_indices else None
         last = closed[present.index(int(reasons[-1]))]
         return Counted(counts, indices, last, row)
     codes = steady.codes(reasons, present[-1])
