@@ -4,7 +4,14 @@ blocks of bytes.
 Compression is recognised by magic bytes, never by the file name: gzip ``1f 8b`` (RFC 1952),
 xz ``fd 37 7a 58 5a 00`` (xz file format 1.0.4, section 2.1.1.1) and zstd ``28 b5 2f fd``
 (RFC 8878 section 3.1.1). zstd needs the optional ``zstandard`` package. Concatenated members,
-streams and frames are read one after the other (as ``gzip``, ``xz`` and ``zstd`` do).
+streams and frames are read one after the other (as ``gzip``, ``xz`` and ``zstd`` do). gzip is
+inflated by ISA-L (the ``isal`` package, about twice zlib's speed here: docs/performance.md)
+where it is installed, else by zlib; both check each member's CRC-32 and ISIZE.
+
+Compressed input is decompressed in a thread of its own, a few blocks ahead of the reader
+(:func:`prefetch`): the decompressors release the interpreter lock while they inflate, so
+decompression runs beside the parsing on another core. An error there (damage, an unreadable
+file) is raised to the reader at the block where it happened, as without the thread.
 
 Damage is an error, never a short trace: a stream that ends before its end marker (truncated),
 fails its check (gzip CRC-32/ISIZE, xz check, zstd checksum) or holds invalid data raises
@@ -18,10 +25,18 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import queue
 import sys
+import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import IO, Any, BinaryIO
+
+_inflate: Any
+try:  # ISA-L's inflate: the same interface as zlib's, about twice as fast
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - exercised only without the package
+    _inflate = zlib
 
 zstandard: Any
 try:  # optional: zstd-compressed traces
@@ -29,10 +44,23 @@ try:  # optional: zstd-compressed traces
 except ImportError:  # pragma: no cover - exercised only without the package
     zstandard = None
 
-__all__ = ["BLOCK_BYTES", "CorruptInput", "TraceInput", "open_input", "open_output"]
+__all__ = [
+    "BLOCK_BYTES",
+    "INFLATED_BYTES",
+    "CorruptInput",
+    "TraceInput",
+    "open_input",
+    "open_output",
+    "prefetch",
+]
 
 BLOCK_BYTES = 1 << 20
-"""Bytes read (and at most produced per decompression step) at a time."""
+"""Bytes read from the source at a time."""
+INFLATED_BYTES = 1 << 22
+"""The most one decompression step produces (4 MiB: few enough steps that the decompressing
+thread rarely waits for the interpreter lock, small enough that a bomb cannot fill memory)."""
+PREFETCH_BLOCKS = 2
+"""Decompressed blocks the decompressing thread keeps ready ahead of the reader."""
 
 _ZSTD_PIECE = 1 << 13  # compressed bytes per zstd step (its decompressobj has no output bound)
 _MAGIC = (
@@ -60,6 +88,7 @@ class TraceInput:
         self._owned = owned
         self.count = 0
         """Bytes read from the source as stored."""
+        self._ahead: Generator[bytes, None, None] | None = None
         self._head = self._read(16)
         self.magic = self._head
         """The first (up to 16) bytes as stored, for binary-format detection."""
@@ -88,24 +117,89 @@ class TraceInput:
         if self.compression is None:
             return self._raw()
         decode = _DECODERS[self.compression]
-        return decode(self._raw(), self.bytes_read)
+        self._ahead = prefetch(decode(self._raw(), self.bytes_read))
+        return self._ahead
 
     def close(self) -> None:
-        """Close the file this opened (standard input stays open)."""
+        """Close the file this opened (standard input stays open), after stopping its
+        decompressing thread."""
+        if self._ahead is not None:
+            self._ahead.close()
         if self._owned:
             self._stream.close()
 
 
+class _Failed:
+    """What the decompressing thread hands over when its iterator raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def prefetch(blocks: Iterator[bytes], depth: int = PREFETCH_BLOCKS) -> Generator[bytes, None, None]:
+    """The bytes of ``blocks``, produced by a daemon thread up to ``depth`` blocks ahead of the
+    consumer (blocks under :data:`BLOCK_BYTES` joined); an exception of ``blocks`` is raised to
+    the consumer after the bytes before it. Closing
+    the returned generator (or dropping it) stops the thread."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        held: list[bytes] = []  # small blocks (zstd's) are handed over together
+        size = 0
+        try:
+            for block in blocks:
+                held.append(block)
+                size += len(block)
+                if size >= BLOCK_BYTES:
+                    if not hand(held[0] if len(held) == 1 else b"".join(held)):
+                        return
+                    held, size = [], 0
+        except BaseException as exc:  # handed to the consumer, which raises it
+            if not held or hand(b"".join(held)):
+                hand(_Failed(exc))
+            return
+        if not held or hand(b"".join(held)):
+            hand(_END)
+
+    worker = threading.Thread(target=produce, name="vmxsim-inflate", daemon=True)
+
+    def consume() -> Generator[bytes, None, None]:
+        worker.start()
+        try:
+            while (item := ready.get()) is not _END:
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            worker.join(timeout=5)
+
+    return consume()
+
+
 def _gzip(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
     """RFC 1952 members one after the other (zlib checks each member's CRC-32 and ISIZE)."""
-    decoder = zlib.decompressobj(31)
+    decoder = _inflate.decompressobj(31)
     started = False
     for data in raw:
         more = True
         while more:
             try:
-                out = decoder.decompress(data, BLOCK_BYTES)
-            except zlib.error as exc:
+                out = decoder.decompress(data, INFLATED_BYTES)
+            except _inflate.error as exc:
                 raise CorruptInput("gzip", offset(), str(exc).split(": ", 1)[-1]) from None
             started = True
             if out:
@@ -116,11 +210,11 @@ def _gzip(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
                     if data.strip(b"\x00"):  # zero padding after a member is allowed (gzip)
                         raise CorruptInput("gzip", offset(), "trailing garbage after a member")
                     data = b""
-                decoder = zlib.decompressobj(31)
+                decoder = _inflate.decompressobj(31)
                 started = more = bool(data)
             else:  # output full: the rest of the input waits in unconsumed_tail
                 data = decoder.unconsumed_tail
-                more = bool(data) or len(out) == BLOCK_BYTES
+                more = bool(data) or len(out) == INFLATED_BYTES
     if started:
         raise CorruptInput("gzip", offset(), "truncated: the stream ends inside a member")
 
@@ -132,7 +226,7 @@ def _xz(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
     for data in raw:
         while data or (started and not decoder.needs_input and not decoder.eof):
             try:
-                out = decoder.decompress(data, BLOCK_BYTES)
+                out = decoder.decompress(data, INFLATED_BYTES)
             except lzma.LZMAError as exc:
                 raise CorruptInput("xz", offset(), str(exc)) from None
             started, data = True, b""
