@@ -23,9 +23,9 @@ from vmxsim.v1 import vmxsim_pb2 as pb
 
 __all__ = ["DEFAULT_MAX_UNACKED", "ReplayFeed"]
 
-DEFAULT_MAX_UNACKED = 64
+DEFAULT_MAX_UNACKED = 16
 """Batches in flight: deep enough to keep the server busy, small enough to hold in memory
-(64 x 4,096 exits is about 20 MB of packed columns at most)."""
+(16 x 16,384 exits is about 20 MB of packed columns at most)."""
 
 
 class ReplayFeed:

@@ -17,6 +17,7 @@ from typing import Any
 from ..connection import add_connection_options, client_kwargs
 from ..errors import CliError
 from ..load.runner import (
+    LOAD_BATCH_SIZE,
     MAX_CLIENTS,
     MAX_DURATION_SECONDS,
     MAX_VCPUS,
@@ -151,7 +152,7 @@ def register(sub: Any) -> None:
     source.add_argument("--mix", metavar="NAME", help="exits of a shipped mix, e.g. linux-boot")
     p.add_argument("--seed", type=int, default=0, help="seed of --mix (default 0)")
     add_profile_options(p)
-    add_batch_size_option(p)
+    add_batch_size_option(p, LOAD_BATCH_SIZE)
     p.add_argument(
         "--processes",
         type=int,

@@ -210,14 +210,16 @@ def create_vcpu_from_args(client: Client, args: argparse.Namespace) -> RemoteVcp
     )
 
 
-def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
+def add_batch_size_option(
+    parser: argparse.ArgumentParser, default: int = DEFAULT_BATCH_SIZE
+) -> None:
     """``--batch-size``: exits per streamed message."""
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=DEFAULT_BATCH_SIZE,
+        default=default,
         metavar="N",
-        help=f"exits per streamed batch (default {DEFAULT_BATCH_SIZE})",
+        help=f"exits per streamed batch (default {default})",
     )
 
 

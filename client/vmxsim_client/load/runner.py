@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_server.config import is_loopback
 
-from ..client import DEFAULT_BATCH_SIZE
 from ..inprocess import connect
 from ..traces import open_trace
 from ..wire import batch_exits, exit_batches
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from .metrics import LoadMetrics
 
 __all__ = [
+    "LOAD_BATCH_SIZE",
     "MAX_CLIENTS",
     "MAX_DURATION_SECONDS",
     "MAX_VCPUS",
@@ -51,6 +51,9 @@ __all__ = [
     "run_load",
 ]
 
+LOAD_BATCH_SIZE = 4096
+"""Exits per batch of a load run (its figures are per-batch round trips; replay and drive
+default to ``client.DEFAULT_BATCH_SIZE``)."""
 MAX_CLIENTS = 256
 MAX_VCPUS_PER_CLIENT = 64
 MAX_VCPUS = 1024
@@ -80,7 +83,7 @@ class LoadPlan:
     l0: str | None = None
     duration_seconds: float | None = None
     exits: int | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int = LOAD_BATCH_SIZE
     processes: int = 1
     allow_remote: bool = False
     timeout: float = 30.0

@@ -3,8 +3,16 @@
  * tests/test_traces_native.py checks that both give the same columns, counts and stopping
  * point on every fixture and on generated lines.
  *
- * scan(chunk, pos, limit, memo, payloads, remember, dotted, raw, perf, raw_clock_hz, records,
- *      stamps, who) -> (pos, lines, exits, entries)
+ * scan(chunk, pos, limit, memo, payloads, remember, reasons, dotted, raw, perf, raw_clock_hz,
+ *      records, stamps, who) -> (pos, lines, exits, entries)
+ *
+ * Two things the twin does in Python are done here without Python: a new payload is parsed in C
+ * (parse_payload: the rules of ftrace_lines.exit_fields and FtraceReader._remember, on payloads
+ * of printable ASCII; anything else goes to ``remember`` as before), and the interpreter lock is
+ * released while the lines are ones the memo answers (the usual case once a trace's threads,
+ * reason spellings and vCPUs have been seen), so the reader's scanning runs beside the other
+ * threads of the process (the embedded server, gRPC). Whatever needs Python (a dict, a callback,
+ * a new thread identity, float()) takes the lock back first.
  *
  * Built by hatch_build.py when a C compiler is there; without it the Python twin runs (same
  * results, slower).
@@ -15,6 +23,28 @@
 #include <string.h>
 
 static PyObject *str_current, *str_identity, *str_entry_vcpu, *str_frombytes;
+
+/* --- the interpreter lock: released over runs of lines C answers alone ----------------------- */
+
+typedef struct {
+    PyThreadState *saved; /* non-NULL while released */
+    int calm;             /* lines since Python was last needed */
+} Gil;
+
+#define CALM_LINES 32 /* release only after this many lines without Python */
+
+static void gil_hold(Gil *g) {
+    if (g->saved != NULL) {
+        PyEval_RestoreThread(g->saved);
+        g->saved = NULL;
+    }
+    g->calm = 0;
+}
+
+static void gil_line(Gil *g) {
+    if (g->saved == NULL && ++g->calm >= CALM_LINES)
+        g->saved = PyEval_SaveThread();
+}
 
 /* --- the memo: a 2-way set-associative table of the byte strings already looked up in the
  * reader's dicts (payload -> (record, vcpu), task prefix -> thread), each slot holding its key
@@ -42,10 +72,38 @@ typedef struct {
     Slot (*slots)[2];
     size_t sets, used;
     Slot scratch; /* the answer for a key too long to keep */
+    PyObject **graves; /* references to drop once the lock is held again (evicted values) */
+    size_t dead, room;
 } Memo;
 
+/* Drop a reference now if the lock is held, else later (settle). 0, or -1 without memory. */
+static int bury(Memo *memo, PyObject *value, const Gil *g) {
+    if (value == NULL)
+        return 0;
+    if (g == NULL || g->saved == NULL) {
+        Py_DECREF(value);
+        return 0;
+    }
+    if (memo->dead == memo->room) {
+        size_t room = memo->room ? memo->room * 2 : 64;
+        PyObject **graves = PyMem_RawRealloc(memo->graves, room * sizeof *graves);
+        if (graves == NULL)
+            return -1;
+        memo->graves = graves;
+        memo->room = room;
+    }
+    memo->graves[memo->dead++] = value;
+    return 0;
+}
+
+static void settle(Memo *memo) { /* with the lock */
+    for (size_t k = 0; k < memo->dead; k++)
+        Py_DECREF(memo->graves[k]);
+    memo->dead = 0;
+}
+
 static Slot (*new_sets(size_t sets))[2] {
-    Slot(*slots)[2] = PyMem_Calloc(sets, sizeof *slots);
+    Slot(*slots)[2] = PyMem_RawCalloc(sets, sizeof *slots);
     if (slots == NULL)
         return NULL;
     for (size_t k = 0; k < sets; k++)
@@ -62,12 +120,14 @@ static void memo_free(PyObject *capsule) {
         Py_XDECREF(memo->slots[k][1].value);
     }
     Py_XDECREF(memo->scratch.value);
-    PyMem_Free(memo->slots);
-    PyMem_Free(memo);
+    settle(memo);
+    PyMem_RawFree(memo->graves);
+    PyMem_RawFree(memo->slots);
+    PyMem_RawFree(memo);
 }
 
 static PyObject *memo_new(PyObject *self, PyObject *unused) {
-    Memo *memo = PyMem_Calloc(1, sizeof(Memo));
+    Memo *memo = PyMem_RawCalloc(1, sizeof(Memo));
     if (memo == NULL)
         return PyErr_NoMemory();
     memo->sets = MEMO_FIRST_SETS;
@@ -75,8 +135,8 @@ static PyObject *memo_new(PyObject *self, PyObject *unused) {
     PyObject *capsule = memo->slots ? PyCapsule_New(memo, "vmxsim._scan.memo", memo_free) : NULL;
     if (capsule == NULL) {
         int no_memory = memo->slots == NULL;
-        PyMem_Free(memo->slots);
-        PyMem_Free(memo);
+        PyMem_RawFree(memo->slots);
+        PyMem_RawFree(memo);
         return no_memory ? PyErr_NoMemory() : NULL;
     }
     return capsule;
@@ -87,7 +147,7 @@ static size_t set_of(uint64_t h, size_t sets) {
 }
 
 /* Double the table: each set splits in two, so every entry keeps its place (no loss). */
-static void grow(Memo *memo) {
+static void grow(Memo *memo, const Gil *g) {
     size_t sets = memo->sets * 2;
     Slot(*slots)[2] = new_sets(sets);
     if (slots == NULL)
@@ -96,14 +156,15 @@ static void grow(Memo *memo) {
         for (int way = 0; way < 2; way++) {
             Slot *old = &memo->slots[k][way];
             if (old->kind < 0) {
-                Py_XDECREF(old->value);
+                if (bury(memo, old->value, g) < 0)
+                    old->value = NULL; /* no memory for a grave: that reference leaks */
                 continue;
             }
             Slot *set = slots[set_of(old->hash, sets)];
             set[set[0].kind < 0 ? 0 : 1] = *old; /* moves the value reference */
         }
     }
-    PyMem_Free(memo->slots);
+    PyMem_RawFree(memo->slots);
     memo->slots = slots;
     memo->sets = sets;
 }
@@ -130,7 +191,45 @@ static int slot_is(const Slot *slot, uint64_t h, int kind, const char *text, Py_
            memcmp(slot->key, text, (size_t)len) == 0;
 }
 
-/* Fill a slot from a dict value: a payload's must be (48-byte record, int vcpu). 0: refused. */
+/* The memo's slot of a key, or NULL (lock-free). */
+static Slot *memo_find(Memo *memo, int kind, const char *text, Py_ssize_t len, uint64_t h) {
+    Slot *set = memo->slots[set_of(h, memo->sets)];
+    if (slot_is(&set[0], h, kind, text, len))
+        return &set[0];
+    if (slot_is(&set[1], h, kind, text, len))
+        return &set[1];
+    return NULL;
+}
+
+/* A slot for a new key (the newest in way 0 of its set, the one before it in way 1; the one
+ * that falls out has its value buried), or the scratch slot for a key too long to keep; its
+ * value is NULL. NULL without memory (no exception set: the lock may be released). */
+static Slot *memo_insert(Memo *memo, int kind, const char *text, Py_ssize_t len, uint64_t h,
+                         const Gil *g) {
+    Slot *slot = &memo->scratch;
+    if (len <= KEY_INLINE) {
+        if (memo->used >= memo->sets && memo->sets < MEMO_MAX_SETS)
+            grow(memo, g); /* half full: make room before this one goes in */
+        Slot *set = memo->slots[set_of(h, memo->sets)];
+        if (bury(memo, set[1].value, g) < 0)
+            return NULL;
+        memo->used += set[1].kind < 0;
+        set[1] = set[0];
+        slot = &set[0];
+        memcpy(slot->key, text, (size_t)len);
+    } else if (bury(memo, slot->value, g) < 0) {
+        return NULL;
+    }
+    slot->value = NULL;
+    slot->vcpu = -1;
+    slot->hash = h;
+    slot->len = (int32_t)len;
+    slot->kind = slot == &memo->scratch ? -1 : kind; /* the scratch answer is for this call */
+    return slot;
+}
+
+/* Fill a slot from a dict value (with the lock): a payload's must be (48-byte record, int
+ * vcpu), a reason spelling's a non-negative int. 0: refused. */
 static int fill(Slot *slot, PyObject *value, int kind) {
     if (kind == 3) {
         if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2)
@@ -146,23 +245,33 @@ static int fill(Slot *slot, PyObject *value, int kind) {
         }
         memcpy(slot->record, PyBytes_AS_STRING(record), RECORD_BYTES);
         slot->vcpu = n;
+    } else if (kind == 4) {
+        if (!PyLong_CheckExact(value))
+            return 0;
+        long n = PyLong_AsLong(value);
+        if (n < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        slot->vcpu = n;
     }
     Py_INCREF(value);
-    Py_XSETREF(slot->value, value);
+    slot->value = value;
     return 1;
 }
 
-/* dict[text] through the memo: its slot, or NULL (not in the dict, None, or not of the
- * expected shape: *error says whether an exception is set). */
-static Slot *lookup(Memo *memo, PyObject *dict, int kind, const char *text, Py_ssize_t len,
-                    int *error) {
+/* dict[key] through the memo: its slot, or NULL (not in the dict, None, or not of the expected
+ * shape: *error says whether an exception is set). The dict is read with the lock; a reason
+ * spelling (kind 4) is a str key, the others bytes. */
+static Slot *lookup(Memo *memo, Gil *g, PyObject *dict, int kind, const char *text,
+                    Py_ssize_t len, int *error) {
     uint64_t h = hash_bytes(text, len, (uint64_t)kind);
-    Slot *set = memo->slots[set_of(h, memo->sets)];
-    if (slot_is(&set[0], h, kind, text, len))
-        return &set[0];
-    if (slot_is(&set[1], h, kind, text, len))
-        return &set[1];
-    PyObject *key = PyBytes_FromStringAndSize(text, len);
+    Slot *slot = memo_find(memo, kind, text, len, h);
+    if (slot != NULL)
+        return slot;
+    gil_hold(g);
+    PyObject *key = kind == 4 ? PyUnicode_DecodeASCII(text, len, NULL)
+                              : PyBytes_FromStringAndSize(text, len);
     if (key == NULL) {
         *error = 1;
         return NULL;
@@ -174,29 +283,16 @@ static Slot *lookup(Memo *memo, PyObject *dict, int kind, const char *text, Py_s
             *error = 1;
         return NULL;
     }
-    Slot *slot = &memo->scratch;
-    if (len <= KEY_INLINE && memo->used >= memo->sets && memo->sets < MEMO_MAX_SETS) {
-        grow(memo); /* half full: make room before this one goes in */
-        set = memo->slots[set_of(h, memo->sets)];
-    }
-    if (len <= KEY_INLINE) { /* the newest in way 0, the one before it in way 1 */
-        memo->used += set[1].kind < 0;
-        Slot old = set[1];
-        set[1] = set[0];
-        set[0] = old; /* its value reference is released by fill() */
-        slot = &set[0];
+    slot = memo_insert(memo, kind, text, len, h, g);
+    if (slot == NULL) {
+        PyErr_NoMemory();
+        *error = 1;
+        return NULL;
     }
     if (!fill(slot, value, kind)) {
         slot->kind = -1;
         return NULL;
     }
-    slot->hash = h;
-    slot->kind = kind;
-    slot->len = (int32_t)len;
-    if (slot != &memo->scratch)
-        memcpy(slot->key, text, (size_t)len);
-    else
-        slot->kind = -1; /* never matches: the scratch answer is for this call only */
     return slot;
 }
 
@@ -205,16 +301,15 @@ typedef struct {
     size_t used, cap;
 } Buffer;
 
+/* Append to a buffer (lock-free); -1 without memory (no exception set). */
 static int put(Buffer *b, const void *data, size_t n) {
     if (b->used + n > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 1 << 16;
         while (cap < b->used + n)
             cap *= 2;
-        char *grown = PyMem_Realloc(b->data, cap);
-        if (grown == NULL) {
-            PyErr_NoMemory();
+        char *grown = PyMem_RawRealloc(b->data, cap);
+        if (grown == NULL)
             return -1;
-        }
         b->data = grown;
         b->cap = cap;
     }
@@ -255,14 +350,35 @@ static const char *find(const char *s, Py_ssize_t n, const char *pat, Py_ssize_t
     return NULL;
 }
 
+/* A thread's vCPU from its kvm_entry lines, read once per call (nothing changes it during a
+ * call: a vCPU change stops the scan). */
+typedef struct {
+    PyObject *thread; /* borrowed */
+    long long vcpu;   /* -1: not an int (the line goes to the Python rules) */
+    int set;
+} EntryVcpu;
+
+typedef struct {
+    PyObject *thread; /* borrowed */
+    long vcpu;
+    int set;
+    char who[16];
+} Identity;
+
+#define IDENTITIES 16
+
 typedef struct {
     Memo *memo;
+    Gil gil;
     PyObject *tables[3]; /* dotted, raw, perf */
     PyObject *payloads;
     PyObject *remember; /* payload -> its (record, vcpu), now in payloads, or None */
+    PyObject *reasons;  /* spelling -> reason number (the reader's, for spellings seen) */
+    Identity ids[IDENTITIES];
+    EntryVcpu entries[IDENTITIES];
 } Context;
 
-enum { DOTTED = 0, RAW = 1, PERF = 2, PAYLOAD = 3 };
+enum { DOTTED = 0, RAW = 1, PERF = 2, PAYLOAD = 3, REASON = 4 };
 
 /* The remembered thread of a header (bytes before the event name), as scan.py's _task;
  * borrowed, or NULL when the line must go to the Python rules. */
@@ -285,8 +401,173 @@ static PyObject *task(Context *c, const char *head, Py_ssize_t len, const char *
             return NULL; /* perf script never glues a raw clock to the CPU */
         *kind = RAW;
     }
-    Slot *slot = lookup(c->memo, c->tables[*kind], *kind, head, space >= 0 ? space : 0, error);
+    Slot *slot = lookup(c->memo, &c->gil, c->tables[*kind], *kind, head, space >= 0 ? space : 0,
+                        error);
     return slot != NULL ? slot->value : NULL;
+}
+
+/* --- a new payload, parsed here: ftrace_lines.exit_fields + FtraceReader._remember ---------- */
+
+#define MAX_TOKENS 48
+
+typedef struct {
+    const char *at;
+    Py_ssize_t len;
+} Token;
+
+static int token_is(const Token *t, const char *word) {
+    size_t n = strlen(word);
+    return (size_t)t->len == n && memcmp(t->at, word, n) == 0;
+}
+
+/* parse_u64(text, 16) of an ASCII token: an optional 0x/0X, then hex digits, below 2**64. */
+static int hex_token(const Token *t, uint64_t *out) {
+    const char *p = t->at, *end = t->at + t->len;
+    if (end - p >= 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+        p += 2;
+    if (p == end)
+        return 0;
+    uint64_t v = 0;
+    int significant = 0;
+    for (; p < end; p++) {
+        unsigned char ch = (unsigned char)*p;
+        unsigned d;
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F')
+            d = ch - 'A' + 10;
+        else
+            return 0;
+        if (significant || d) {
+            if (++significant > 16)
+                return 0;
+        }
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The fields of a payload of printable ASCII and blanks: 1 with the record's values (reason
+ * still a spelling), 0 when exit_fields would refuse it or the text is not such (the Python
+ * parser decides). */
+static int payload_fields(const char *text, Py_ssize_t len, Token *name, uint64_t out[5],
+                          long *vcpu) {
+    Token p[MAX_TOKENS];
+    int n = 0;
+    const char *s = text, *end = text + len;
+    while (s < end) {
+        unsigned char ch = (unsigned char)*s;
+        if (is_space(ch)) {
+            s++;
+            continue;
+        }
+        const char *at = s;
+        while (s < end && !is_space((unsigned char)*s)) {
+            unsigned char k = (unsigned char)*s;
+            if (k < 0x20 || k >= 0x7f)
+                return 0; /* str.split() and int() have rules of their own beyond ASCII */
+            s++;
+        }
+        if (n == MAX_TOKENS)
+            return 0;
+        p[n].at = at;
+        p[n].len = s - at;
+        n++;
+    }
+    int i = 0;
+    *vcpu = -1;
+    if (n > 1 && token_is(&p[0], "vcpu")) {
+        Py_ssize_t k = p[1].len;
+        while (k > 0 && p[1].at[k - 1] == ',')
+            k--;
+        if (k == 0 || k > 18)
+            return 0;
+        long v = 0;
+        for (Py_ssize_t d = 0; d < k; d++) {
+            char ch = p[1].at[d];
+            if (ch < '0' || ch > '9')
+                return 0;
+            v = v * 10 + (ch - '0');
+        }
+        *vcpu = v;
+        i = 2;
+    }
+    if (i + 1 >= n || !token_is(&p[i], "reason"))
+        return 0;
+    *name = p[i + 1];
+    i += 2;
+    while (i < n && !token_is(&p[i], "rip"))
+        i++;
+    if (i + 1 >= n)
+        return 0;
+    out[1] = out[2] = out[3] = out[4] = 0;
+    if (!hex_token(&p[i + 1], &out[0]))
+        return 0;
+    i += 2;
+    if (i + 2 < n && token_is(&p[i], "info")) {
+        if (!hex_token(&p[i + 1], &out[1]) || !hex_token(&p[i + 2], &out[3]))
+            return 0;
+    } else if (i + 1 < n && token_is(&p[i], "info")) {
+        return 0;
+    }
+    for (int j = i; j < n - 1; j++) {
+        int index = token_is(&p[j], "info1")        ? 1
+                    : token_is(&p[j], "info2")      ? 2
+                    : token_is(&p[j], "intr_info")  ? 3
+                    : token_is(&p[j], "error_code") ? 4
+                                                    : 0;
+        if (index && !hex_token(&p[j + 1], &out[index]))
+            return 0;
+    }
+    return 1;
+}
+
+/* A payload's slot: remembered, parsed here, or parsed by ``remember`` (Python); NULL when the
+ * Python rules must read the line (*error: an exception is set). */
+static Slot *payload_slot(Context *c, const char *text, Py_ssize_t len, int *error) {
+    uint64_t h = hash_bytes(text, len, PAYLOAD);
+    Slot *slot = memo_find(c->memo, PAYLOAD, text, len, h);
+    if (slot != NULL)
+        return slot;
+    Token name;
+    uint64_t out[5];
+    long vcpu;
+    if (find(text, len, "kvm_e", 5) == NULL && payload_fields(text, len, &name, out, &vcpu)) {
+        Slot *reason = lookup(c->memo, &c->gil, c->reasons, REASON, name.at, name.len, error);
+        if (*error)
+            return NULL;
+        if (reason != NULL) {
+            uint64_t number = (uint64_t)reason->vcpu; /* before the insert moves slots */
+            slot = memo_insert(c->memo, PAYLOAD, text, len, h, &c->gil);
+            if (slot == NULL) {
+                gil_hold(&c->gil);
+                PyErr_NoMemory();
+                *error = 1;
+                return NULL;
+            }
+            uint64_t record[6] = {number, out[0], out[1], out[2], out[3], out[4]};
+            memcpy(slot->record, record, RECORD_BYTES);
+            slot->vcpu = vcpu;
+            return slot;
+        }
+    }
+    /* not ours to parse: the reader's dict, else its parser */
+    slot = lookup(c->memo, &c->gil, c->payloads, PAYLOAD, text, len, error);
+    if (slot != NULL || *error)
+        return slot;
+    PyObject *bytes = PyBytes_FromStringAndSize(text, len);
+    PyObject *made = bytes ? PyObject_CallOneArg(c->remember, bytes) : NULL;
+    Py_XDECREF(bytes);
+    if (made == NULL) {
+        *error = 1;
+        return NULL;
+    }
+    int taken = made != Py_None;
+    Py_DECREF(made);
+    return taken ? lookup(c->memo, &c->gil, c->payloads, PAYLOAD, text, len, error) : NULL;
 }
 
 static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
@@ -295,8 +576,9 @@ static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
 
 /* float(text), or -1.0 when Python's float() refuses it. Digits with one '.' and at most 15
  * significant digits: N / 10**k with both exact doubles, one correctly rounded division, which
- * is the correctly rounded value of the decimal, as float() gives; anything else: float(). */
-static double parse_stamp(const char *text, Py_ssize_t len, int *error) {
+ * is the correctly rounded value of the decimal, as float() gives; anything else: float(),
+ * with the lock. */
+static double parse_stamp(Context *c, const char *text, Py_ssize_t len, int *error) {
     uint64_t n = 0;
     int digits = 0, fraction = -1, plain = len > 1 && len <= 40;
     for (Py_ssize_t k = 0; plain && k < len; k++) {
@@ -315,6 +597,7 @@ static double parse_stamp(const char *text, Py_ssize_t len, int *error) {
     }
     if (plain && fraction >= 0 && digits <= 15 && fraction <= 22 && len > 1)
         return (double)n / POW10[fraction];
+    gil_hold(&c->gil);
     PyObject *token = PyBytes_FromStringAndSize(text, len);
     if (token == NULL) {
         *error = 1;
@@ -335,22 +618,14 @@ static double parse_stamp(const char *text, Py_ssize_t len, int *error) {
     return result;
 }
 
-typedef struct {
-    PyObject *thread; /* borrowed */
-    long vcpu;
-    int set;
-    char who[16];
-} Identity;
-
-#define IDENTITIES 16
-
 /* The packed (vcpu, vm) identity of an exit: thread.current, or thread.identity(vcpu), from a
  * per-call table. Nothing changes a thread's identities during one scan (a vCPU change stops
  * it). NULL when an exception is set. */
-static const char *identity(Identity *table, PyObject *thread, long vcpu) {
-    Identity *slot = &table[(((uintptr_t)thread >> 4) ^ (uintptr_t)vcpu) % IDENTITIES];
+static const char *identity(Context *c, PyObject *thread, long vcpu) {
+    Identity *slot = &c->ids[(((uintptr_t)thread >> 4) ^ (uintptr_t)vcpu) % IDENTITIES];
     if (slot->set && slot->thread == thread && slot->vcpu == vcpu)
         return slot->who;
+    gil_hold(&c->gil);
     PyObject *who;
     if (vcpu < 0) {
         who = PyObject_GetAttr(thread, str_current);
@@ -374,6 +649,32 @@ static const char *identity(Identity *table, PyObject *thread, long vcpu) {
     return slot->who;
 }
 
+/* thread.entry_vcpu when it is an int (else -1), from a per-call table; -2: an exception. */
+static long long entry_vcpu(Context *c, PyObject *thread) {
+    EntryVcpu *slot = &c->entries[((uintptr_t)thread >> 4) % IDENTITIES];
+    if (slot->set && slot->thread == thread)
+        return slot->vcpu;
+    gil_hold(&c->gil);
+    PyObject *current = PyObject_GetAttr(thread, str_entry_vcpu);
+    if (current == NULL)
+        return -2;
+    long long v = -1;
+    if (PyLong_CheckExact(current)) {
+        v = PyLong_AsLongLong(current);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(current);
+            return -2;
+        }
+        if (v < 0)
+            v = -1;
+    }
+    Py_DECREF(current);
+    slot->thread = thread;
+    slot->vcpu = v;
+    slot->set = 1;
+    return v;
+}
+
 typedef struct {
     Buffer records, stamps, who;
 } Output;
@@ -381,9 +682,8 @@ typedef struct {
 enum { STOP = 0, EXIT = 1, ENTRY = 2, OTHER = 3, FAILED = -1 };
 
 /* What the bulk path does with one line: STOP (the Python rules read it), EXIT (appended),
- * ENTRY or OTHER (passed over), FAILED (an exception is set). */
-static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Identity *ids,
-                    Output *out) {
+ * ENTRY or OTHER (passed over), FAILED (an exception is set, the lock is held). */
+static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Output *out) {
     const char *e = find(line, len, "kvm_e", 5);
     if (e == NULL) { /* another event: unless it may be half of a wrapped record */
         Py_ssize_t tail = len;
@@ -404,34 +704,15 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
     const char *exit = find(e, len - from, "kvm_exit:", 9);
     if (exit != NULL) {
         Py_ssize_t at = exit - line;
-        const char *payload = exit + 9;
-        Py_ssize_t payload_len = len - at - 9;
-        Slot *known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
-        if (error)
-            return FAILED;
-        long own_vcpu = known != NULL ? known->vcpu : 0;
-        char record[RECORD_BYTES];
-        if (known != NULL)
-            memcpy(record, known->record, RECORD_BYTES); /* the slot may move: keep a copy */
         PyObject *thread = task(c, line, at, &stamp, &stamp_len, &kind, &error);
         if (thread == NULL)
             return error ? FAILED : STOP;
-        if (known == NULL) { /* a new payload of a known thread: remember(payload) parses it */
-            PyObject *text = PyBytes_FromStringAndSize(payload, payload_len);
-            PyObject *made = text ? PyObject_CallOneArg(c->remember, text) : NULL;
-            Py_XDECREF(text);
-            if (made == NULL)
-                return FAILED;
-            int taken = made != Py_None;
-            Py_DECREF(made);
-            if (!taken)
-                return STOP;
-            known = lookup(c->memo, c->payloads, PAYLOAD, payload, payload_len, &error);
-            if (known == NULL)
-                return error ? FAILED : STOP;
-            own_vcpu = known->vcpu;
-            memcpy(record, known->record, RECORD_BYTES);
-        }
+        Slot *known = payload_slot(c, exit + 9, len - at - 9, &error);
+        if (known == NULL)
+            return error ? FAILED : STOP;
+        long own_vcpu = known->vcpu;
+        char record[RECORD_BYTES];
+        memcpy(record, known->record, RECORD_BYTES); /* the slot may move: keep a copy */
         if (stamp_len < 1 || stamp[stamp_len - 1] != ':')
             return STOP;
         double t;
@@ -452,16 +733,21 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
         } else {
             if (memchr(stamp, '.', (size_t)stamp_len) == NULL)
                 return STOP;
-            t = parse_stamp(stamp, stamp_len - 1, &error);
+            t = parse_stamp(c, stamp, stamp_len - 1, &error);
             if (error)
                 return FAILED;
         }
         if (!(t >= 0.0 && t < Py_HUGE_VAL))
             return STOP;
-        const char *who = identity(ids, thread, own_vcpu);
-        if (who == NULL || put(&out->records, record, RECORD_BYTES) < 0 ||
-            put(&out->stamps, &t, sizeof t) < 0 || put(&out->who, who, 16) < 0)
+        const char *who = identity(c, thread, own_vcpu);
+        if (who == NULL)
             return FAILED;
+        if (put(&out->records, record, RECORD_BYTES) < 0 || put(&out->stamps, &t, sizeof t) < 0 ||
+            put(&out->who, who, 16) < 0) {
+            gil_hold(&c->gil);
+            PyErr_NoMemory();
+            return FAILED;
+        }
         return EXIT;
     }
     const char *entry = find(e, len - from, "kvm_entry:", 10);
@@ -496,33 +782,38 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Ide
             return STOP;
         v = v * 10 + (*d - '0');
     }
-    PyObject *current = PyObject_GetAttr(thread, str_entry_vcpu);
-    if (current == NULL)
+    long long current = entry_vcpu(c, thread);
+    if (current == -2)
         return FAILED;
-    int same = PyLong_CheckExact(current) && PyLong_AsLongLong(current) == v;
-    Py_DECREF(current);
-    if (PyErr_Occurred())
-        return FAILED;
-    return same ? ENTRY : STOP; /* a vCPU change: the Python rules record it */
+    return current == v ? ENTRY : STOP; /* a vCPU change: the Python rules record it */
 }
 
 static PyObject *scan(PyObject *self, PyObject *args) {
-    PyObject *data, *capsule, *payloads, *remember, *dotted, *raw, *perf, *records, *stamps, *who;
+    PyObject *data, *capsule, *payloads, *remember, *reasons, *dotted, *raw, *perf, *records,
+        *stamps, *who;
     Py_ssize_t pos, limit;
     double hz;
-    if (!PyArg_ParseTuple(args, "SnnOO!OO!O!O!dO!OO!", &data, &pos, &limit, &capsule,
-                          &PyDict_Type, &payloads, &remember, &PyDict_Type, &dotted,
-                          &PyDict_Type, &raw, &PyDict_Type, &perf, &hz, &PyByteArray_Type,
-                          &records, &stamps, &PyByteArray_Type, &who))
+    if (!PyArg_ParseTuple(args, "SnnOO!OO!O!O!O!dO!OO!", &data, &pos, &limit, &capsule,
+                          &PyDict_Type, &payloads, &remember, &PyDict_Type, &reasons,
+                          &PyDict_Type, &dotted, &PyDict_Type, &raw, &PyDict_Type, &perf, &hz,
+                          &PyByteArray_Type, &records, &stamps, &PyByteArray_Type, &who))
         return NULL;
     Memo *memo = PyCapsule_GetPointer(capsule, "vmxsim._scan.memo");
     if (memo == NULL)
         return NULL;
-    Context c = {memo, {dotted, raw, perf}, payloads, remember};
+    Context *c = PyMem_Calloc(1, sizeof(Context));
+    if (c == NULL)
+        return PyErr_NoMemory();
+    c->memo = memo;
+    c->tables[0] = dotted;
+    c->tables[1] = raw;
+    c->tables[2] = perf;
+    c->payloads = payloads;
+    c->remember = remember;
+    c->reasons = reasons;
+    Py_INCREF(data); /* the text is read while the lock is released */
     const char *text = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data), lines = 0, exits = 0, entries = 0;
-    Identity ids[IDENTITIES];
-    memset(ids, 0, sizeof ids);
     Output out = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
     int failed = 0;
     if (pos < 0)
@@ -533,7 +824,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         Py_ssize_t len = nl != NULL ? nl - start : size - pos;
         if (len > limit)
             break; /* over-long: the reader reads it as such */
-        int what = one_line(&c, start, len, hz, ids, &out);
+        int what = one_line(c, start, len, hz, &out);
         if (what == FAILED) {
             failed = 1;
             break;
@@ -544,7 +835,10 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         entries += what == ENTRY;
         lines++;
         pos += len + 1;
+        gil_line(&c->gil);
     }
+    gil_hold(&c->gil);
+    settle(memo);
     if (!failed && out.stamps.used > 0) {
         PyObject *chunk = PyBytes_FromStringAndSize(out.stamps.data, (Py_ssize_t)out.stamps.used);
         PyObject *done = chunk ? PyObject_CallMethodOneArg(stamps, str_frombytes, chunk) : NULL;
@@ -553,17 +847,52 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             failed = 1;
         Py_XDECREF(done);
     }
-    PyMem_Free(out.records.data);
-    PyMem_Free(out.stamps.data);
-    PyMem_Free(out.who.data);
+    Py_DECREF(data);
+    PyMem_Free(c);
+    PyMem_RawFree(out.records.data);
+    PyMem_RawFree(out.stamps.data);
+    PyMem_RawFree(out.who.data);
     if (failed)
         return NULL;
     return Py_BuildValue("nnnn", pos, lines, exits, entries);
 }
 
+/* parse_payload(payload, reasons) -> (record, vcpu) or None: the C parser of new payloads
+ * alone, for tests (None: the Python parser decides). */
+static PyObject *parse_payload(PyObject *self, PyObject *args) {
+    const char *text;
+    Py_ssize_t len;
+    PyObject *reasons;
+    if (!PyArg_ParseTuple(args, "y#O!", &text, &len, &PyDict_Type, &reasons))
+        return NULL;
+    Token name;
+    uint64_t out[5];
+    long vcpu;
+    if (find(text, len, "kvm_e", 5) != NULL || !payload_fields(text, len, &name, out, &vcpu))
+        Py_RETURN_NONE;
+    PyObject *key = PyUnicode_DecodeASCII(name.at, name.len, NULL);
+    if (key == NULL)
+        return NULL;
+    PyObject *number = PyDict_GetItemWithError(reasons, key);
+    Py_DECREF(key);
+    if (number == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    long reason = PyLong_CheckExact(number) ? PyLong_AsLong(number) : -1;
+    if (reason < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    uint64_t record[6] = {(uint64_t)reason, out[0], out[1], out[2], out[3], out[4]};
+    return Py_BuildValue("(y#l)", (const char *)record, (Py_ssize_t)RECORD_BYTES, vcpu);
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "Read a chunk's lines from pos in bulk; see scan.scan_chunk."},
     {"memo", memo_new, METH_NOARGS, "A new memo of looked-up payloads and task prefixes."},
+    {"parse_payload", parse_payload, METH_VARARGS, "The C parser of new payloads alone."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -170,7 +170,7 @@ class FtraceReader(TraceReader):
         at the first it cannot take; ``_line`` reads that one, and ``scan`` goes on after it.
         While a wrapped header waits in the parser every line goes to ``_line``."""
         parser = self._parser
-        tables = (self._payloads, self._remember, *self._tables)
+        tables = (self._payloads, self._remember, self._reasons, *self._tables)
         limit = self._limit() or sys.maxsize
         memo = new_memo()
         hz = self.raw_clock_hz

@@ -7,7 +7,8 @@ offset ``pos`` while each line is no longer than ``limit`` and is one of:
   checked and remembered (``dotted``/``raw``/``perf``: prefix -> thread, by timestamp kind),
   whose payload is remembered (``payloads``: payload -> (packed record, the payload's own vCPU
   or -1)) or is remembered now by ``remember(payload)`` (the reader's parser of payloads; None
-  when it does not take one), with a timestamp that parses: the exit is appended to
+  when it does not take one; ``reasons`` holds the reason spellings it knows), with a timestamp
+  that parses: the exit is appended to
   ``records``, ``stamps`` and ``who``;
 - ``<prefix> <stamp>: kvm_entry: vcpu N...`` of a remembered prefix whose thread already runs
   vCPU N: counted;
@@ -54,6 +55,7 @@ Scan = Callable[
         object,
         dict[bytes, tuple[bytes, int]],
         Callable[[bytes], "tuple[bytes, int] | None"],
+        dict[str, int],
         dict[bytes, Any],
         dict[bytes, Any],
         dict[bytes, Any],
@@ -117,6 +119,7 @@ def scan_chunk(
     memo: object,
     payloads: dict[bytes, tuple[bytes, int]],
     remember: Callable[[bytes], tuple[bytes, int] | None],
+    reasons: dict[str, int],
     dotted: dict[bytes, Any],
     raw: dict[bytes, Any],
     perf: dict[bytes, Any],
@@ -125,7 +128,9 @@ def scan_chunk(
     stamps: array[float],
     who: bytearray,
 ) -> tuple[int, int, int, int]:
-    """The Python twin of ``_scan.scan`` (see the module docstring); ``memo`` is not used."""
+    """The Python twin of ``_scan.scan`` (see the module docstring); ``memo`` and ``reasons``
+    are not used (``remember`` parses every new payload here; the C scan parses those of
+    printable ASCII itself, looking their reason spellings up in ``reasons``)."""
     tables = (dotted, raw, perf)
     payload_of = payloads.get
     add_stamp = stamps.append
