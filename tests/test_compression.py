@@ -15,6 +15,7 @@ import pytest
 
 from vmxsim_client.traces import compression, open_trace
 from vmxsim_client.traces.compression import BLOCK_BYTES, CorruptInput, open_input, prefetch
+from vmxsim_client.traces.readahead import ReadAhead
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 TRACE = (FIXTURES / "tracecmd_report.txt").read_bytes() * 3000
@@ -98,3 +99,29 @@ def test_every_inflater_gives_the_same_exits_and_the_same_damage(
     crc[len(packed) - 6] ^= 1  # the last member's CRC-32
     with pytest.raises(CorruptInput, match="damaged gzip input"):
         _inflated(io.BytesIO(bytes(crc)))
+
+
+def test_a_read_ahead_reader_gives_the_readers_batches_once(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(TRACE)
+    with open_trace(path) as plain:
+        expected = [(list(b.reason), list(b.rip)) for b in plain.batches(1000)]
+    with open_trace(path) as reader:
+        ahead = ReadAhead(reader, 1000)
+        assert {t.name for t in threading.enumerate()} >= {"vmxsim-read-ahead"}
+        got = [(list(b.reason), list(b.rip)) for b in ahead.batches(1000)]
+        assert got == expected and ahead.exits == reader.exits == 9000
+        with pytest.raises(ValueError, match="once"):
+            ahead.batches(1000)
+        ahead.close()
+    assert "vmxsim-read-ahead" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_read_ahead_reader_stopped_early_stops_its_thread(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(TRACE * 20)
+    with open_trace(path) as reader:
+        ahead = ReadAhead(reader, 100, depth=2)
+        next(iter(ahead.batches(100)))
+        ahead.close()
+    assert "vmxsim-read-ahead" not in {t.name for t in threading.enumerate()}

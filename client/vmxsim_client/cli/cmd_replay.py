@@ -22,6 +22,7 @@ from ..reports.progress import Progress
 from ..reports.sources import exit_source
 from ..resume import DEFAULT_MAX_UNACKED
 from ..summaries import ReplayProgress
+from ..traces.readahead import ReadAhead
 from .common import (
     add_batch_size_option,
     add_exit_table_options,
@@ -36,7 +37,14 @@ from .common import (
 )
 from .output import emit_json, render_rows
 
-__all__ = ["register", "replay_source"]
+__all__ = ["register", "replay_source", "wants_per_exit"]
+
+
+def wants_per_exit(args: argparse.Namespace, reader: Any) -> bool:
+    """Whether the replay needs each exit's results: ``--out``, a HAXM log's recorded counters,
+    or the per-reason exit table (not with ``--json`` alone)."""
+    recorded = ExitTap(reader).has_recorded
+    return args.out is not None or recorded or not args.json or args.exit_table
 
 
 def replay_source(
@@ -52,7 +60,7 @@ def replay_source(
     tap = ExitTap(reader)
     recorded = RecordedComparison() if tap.has_recorded else None
     table = ExitTable() if not args.json or args.exit_table else None
-    per_exit = args.out is not None or recorded is not None or table is not None
+    per_exit = wants_per_exit(args, reader)
     out_file = PerExitFile(args.out) if args.out is not None else None
     source = tap if per_exit else reader  # the tap keeps each batch until it is joined
 
@@ -110,11 +118,16 @@ def _replay(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_path(args.out)
     progress = Progress(enabled=not args.json)
-    with (
-        exit_source(args.trace, args.format, args.strict) as reader,
-        client_from_args(args) as client,
-    ):
-        summary = replay_source(client, reader, args, progress)
+    with exit_source(args.trace, args.format, args.strict) as reader:
+        # without per-exit results a thread reads the trace from now on, beside the server's
+        # start-up and then the stream (traces/readahead.py)
+        ahead = None if wants_per_exit(args, reader) else ReadAhead(reader, args.batch_size)
+        try:
+            with client_from_args(args) as client:
+                summary = replay_source(client, ahead or reader, args, progress)
+        finally:
+            if ahead is not None:
+                ahead.close()
         warn_skipped(reader)
     if args.json:
         emit_json(summary)

@@ -25,12 +25,12 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
-import queue
 import sys
-import threading
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from typing import IO, Any, BinaryIO
+
+from .readahead import read_ahead
 
 _inflate: Any
 try:  # ISA-L's inflate: the same interface as zlib's, about twice as fast
@@ -129,65 +129,32 @@ class TraceInput:
             self._stream.close()
 
 
-class _Failed:
-    """What the decompressing thread hands over when its iterator raised."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_END = object()
-
-
 def prefetch(blocks: Iterator[bytes], depth: int = PREFETCH_BLOCKS) -> Generator[bytes, None, None]:
     """The bytes of ``blocks``, produced by a daemon thread up to ``depth`` blocks ahead of the
     consumer (blocks under :data:`BLOCK_BYTES` joined); an exception of ``blocks`` is raised to
-    the consumer after the bytes before it. Closing
-    the returned generator (or dropping it) stops the thread."""
-    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    the consumer after the bytes before it. Closing the returned generator (or dropping it)
+    stops the thread."""
+    return read_ahead(_joined(blocks), depth, "vmxsim-inflate")
 
-    def hand(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
-    def produce() -> None:
-        held: list[bytes] = []  # small blocks (zstd's) are handed over together
-        size = 0
-        try:
-            for block in blocks:
-                held.append(block)
-                size += len(block)
-                if size >= BLOCK_BYTES:
-                    if not hand(held[0] if len(held) == 1 else b"".join(held)):
-                        return
-                    held, size = [], 0
-        except BaseException as exc:  # handed to the consumer, which raises it
-            if not held or hand(b"".join(held)):
-                hand(_Failed(exc))
-            return
-        if not held or hand(b"".join(held)):
-            hand(_END)
-
-    worker = threading.Thread(target=produce, name="vmxsim-inflate", daemon=True)
-
-    def consume() -> Generator[bytes, None, None]:
-        worker.start()
-        try:
-            while (item := ready.get()) is not _END:
-                if isinstance(item, _Failed):
-                    raise item.error
-                yield item
-        finally:
-            stop.set()
-            worker.join(timeout=5)
-
-    return consume()
+def _joined(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """Blocks of at least BLOCK_BYTES (small ones, zstd's, joined); the bytes before an
+    exception come out before it."""
+    held: list[bytes] = []
+    size = 0
+    try:
+        for block in blocks:
+            held.append(block)
+            size += len(block)
+            if size >= BLOCK_BYTES:
+                yield held[0] if len(held) == 1 else b"".join(held)
+                held, size = [], 0
+    except Exception:  # (not GeneratorExit: a closed generator yields nothing more)
+        if held:
+            yield b"".join(held)
+        raise
+    if held:
+        yield b"".join(held)
 
 
 def _gzip(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
