@@ -62,14 +62,24 @@ def test_exit_status_code_names_are_grpc_codes() -> None:
     assert status.for_rpc_code(grpc.StatusCode.UNIMPLEMENTED) == 8
 
 
-def test_a_remote_replay_does_not_load_the_core_engine() -> None:
+def test_a_remote_replay_does_not_load_the_core_engine_or_the_reports() -> None:
     """``vmxsim replay --server`` needs grpc and the reader, not the engine, numpy or the dump
-    readers (they load with the in-process server, when there is one)."""
+    readers (they load with the in-process server, when there is one), nor tqdm (only for a
+    bar on a terminal) or the comparison and chart reports."""
     probe = (
         "import sys, vmxsim_client.cli.cmd_replay\n"
-        "core = ('vmxsim_server.vmx.engine', 'numpy', 'vmxsim_server.vmx.dumps')\n"
+        "core = ('vmxsim_server.vmx.engine', 'numpy', 'vmxsim_server.vmx.dumps', 'tqdm',\n"
+        "        'vmxsim_client.reports.comparison', 'vmxsim_client.reports.write')\n"
         "print([m for m in core if m in sys.modules])"
     )
     child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "[]"
+
+
+def test_the_in_process_server_does_not_load_the_dump_readers() -> None:
+    """The embedded server reads no VMCS dumps: their readers load when a dump is diagnosed."""
+    probe = "import sys, vmxsim_server.app\nprint('vmxsim_server.vmx.dumps' in sys.modules)"
+    child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "False"

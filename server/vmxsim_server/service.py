@@ -57,9 +57,7 @@ from .translate import (
     vcpu_message,
     vm_message,
 )
-from .translate_diagnose import diagnose_capabilities, diagnose_response
 from .valid_state import valid_state_fields
-from .vmx.diagnosis import diagnose_input
 from .vmx.engine import BatchStats
 from .vmx.exceptions import InvalidArgument, NotFound, StateError, Unavailable, VmxsimError
 from .vmx.snapshot import FORMAT_VERSION
@@ -553,6 +551,10 @@ class VcpuService(DiscoveryMethods, pb_grpc.VcpuServiceServicer):
     # --- Diagnose (issue 12): VMCS dumps through the entry checks --------------------------
 
     async def Diagnose(self, request: pb.DiagnoseRequest, context: Context) -> pb.DiagnoseResponse:
+        # imported on the first Diagnose: the dump readers are ~15 ms of every start-up
+        from .translate_diagnose import diagnose_capabilities, diagnose_response
+        from .vmx.diagnosis import diagnose_input
+
         diagnoses = await self._in_thread(
             diagnose_input,
             request.dump or None,

@@ -8,9 +8,10 @@ import shutil
 import stat
 import sys
 from collections.abc import Sized
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["Progress"]
 
@@ -52,10 +53,10 @@ class Progress:
         }
         if self._by_bytes:
             self.total = size
-            self._bar = tqdm(total=size, unit="B", unit_divisor=1024, **common)
+            self._bar = _tqdm()(total=size, unit="B", unit_divisor=1024, **common)
         else:
             self.total = _exit_total(source)
-            self._bar = tqdm(total=self.total, unit=" exits", **common)
+            self._bar = _tqdm()(total=self.total, unit=" exits", **common)
 
     def update(self, exits: int) -> None:
         """``exits`` acknowledged so far in the current run."""
@@ -104,3 +105,10 @@ def _exit_total(source: Any) -> int | None:
     if wanted is not None:
         return int(wanted)
     return len(source) if isinstance(source, Sized) else None
+
+
+def _tqdm() -> type[tqdm[Any]]:
+    """tqdm, imported when a bar is first drawn (a run without a terminal never imports it)."""
+    from tqdm import tqdm
+
+    return tqdm

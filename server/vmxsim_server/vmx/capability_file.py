@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .capabilities import MSR_NAMES, Capabilities
-from .dumps.text import json_object
 from .exceptions import InvalidArgument
 
 __all__ = [
@@ -92,6 +91,9 @@ def _from_table(doc: Mapping[str, Any], what: str) -> dict[int, int]:
 def parse_capability_file(text: str) -> dict[int, int]:
     """MSR index -> value from a capabilities file (see the module docstring)."""
     if text.lstrip().startswith("{"):
+        # here, not at the top: the dumps package is ~20 ms of every server's start-up
+        from .dumps.text import json_object
+
         return _from_table(json_object(text, "capabilities", CapabilityFileError), "capabilities")
     msrs: dict[int, int] = {}
     pending: int | None = None  # the MSR of the last rdmsr command, whose output follows
