@@ -205,7 +205,7 @@ def test_a_line_without_end_is_never_held_in_memory() -> None:
         rows = list(r.rows())
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert len(rows) == 1 and r.lines == 2 and r.skipped == 1 and peak < 16 << 20
+    assert len(rows) == 1 and r.lines == 2 and r.skipped == 1 and peak < 24 << 20  # 4 MiB blocks
 
 
 # --- who made each exit ----------------------------------------------------------------------

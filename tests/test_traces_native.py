@@ -118,7 +118,8 @@ def test_one_scan_call_stops_where_its_twin_stops() -> None:
                 records = bytearray()
                 stamps = array("d")
                 who = bytearray()
-                result = fn(chunk, pos, 1 << 20, state, *tables, 1e9, records, stamps, who)
+                end = len(chunk)
+                result = fn(chunk, pos, end, 1 << 20, state, *tables, 1e9, records, stamps, who)
                 got.append((result, records, stamps.tobytes(), who))
             assert got[0] == got[1]
             pos = got[0][0][0]

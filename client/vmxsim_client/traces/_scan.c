@@ -3,8 +3,8 @@
  * tests/test_traces_native.py checks that both give the same columns, counts and stopping
  * point on every fixture and on generated lines.
  *
- * scan(chunk, pos, limit, memo, payloads, remember, reasons, dotted, raw, perf, raw_clock_hz,
- *      records, stamps, who) -> (pos, lines, exits, entries)
+ * scan(chunk, pos, end, limit, memo, payloads, remember, reasons, dotted, raw, perf,
+ *      raw_clock_hz, records, stamps, who) -> (pos, lines, exits, entries)    (chunk[:end])
  *
  * Two things the twin does in Python are done here without Python: a new payload is parsed in C
  * (parse_payload: the rules of ftrace_lines.exit_fields and FtraceReader._remember, on payloads
@@ -791,9 +791,9 @@ static int one_line(Context *c, const char *line, Py_ssize_t len, double hz, Out
 static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *data, *capsule, *payloads, *remember, *reasons, *dotted, *raw, *perf, *records,
         *stamps, *who;
-    Py_ssize_t pos, limit;
+    Py_ssize_t pos, end, limit;
     double hz;
-    if (!PyArg_ParseTuple(args, "SnnOO!OO!O!O!O!dO!OO!", &data, &pos, &limit, &capsule,
+    if (!PyArg_ParseTuple(args, "SnnnOO!OO!O!O!O!dO!OO!", &data, &pos, &end, &limit, &capsule,
                           &PyDict_Type, &payloads, &remember, &PyDict_Type, &reasons,
                           &PyDict_Type, &dotted, &PyDict_Type, &raw, &PyDict_Type, &perf, &hz,
                           &PyByteArray_Type, &records, &stamps, &PyByteArray_Type, &who))
@@ -814,6 +814,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Py_INCREF(data); /* the text is read while the lock is released */
     const char *text = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data), lines = 0, exits = 0, entries = 0;
+    if (end < size)
+        size = end < 0 ? 0 : end;
     Output out = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
     int failed = 0;
     if (pos < 0)

@@ -54,8 +54,9 @@ __all__ = [
     "prefetch",
 ]
 
-BLOCK_BYTES = 1 << 20
-"""Bytes read from the source at a time."""
+BLOCK_BYTES = 1 << 22
+"""Bytes read from the source at a time (4 MiB: the reader's C scan takes the interpreter lock
+back once per block, and with 1 MiB blocks waiting for it cost a replay ~0.2 s per 1M exits)."""
 INFLATED_BYTES = 1 << 22
 """The most one decompression step produces (4 MiB: few enough steps that the decompressing
 thread rarely waits for the interpreter lock, small enough that a bomb cannot fill memory)."""

@@ -30,7 +30,7 @@ of other events, ``#`` comments, ``cpus=N`` and ``CPU N is empty`` headers are p
 kvm_exit/kvm_entry line that does not parse is malformed. Each exit carries its vCPU and VM
 (``identity.py``; the ``vcpu``/``vm`` batch columns, ``threads``).
 
-How it keeps up with the disk: the input is split into lines a block (1 MiB) at a time.
+How it keeps up with the disk: the input is split into lines a block (4 MiB) at a time.
 Payloads repeat (reason, rip and info recur), so a payload is parsed once and remembered as its
 packed column values; task prefixes (``comm-tid [cpu] flags``) are checked once and remembered
 as their thread. A line with a remembered payload and prefix only has its timestamp parsed, in
@@ -176,10 +176,10 @@ class FtraceReader(TraceReader):
         hz = self.raw_clock_hz
         lineno = exits = 0
 
-        def bulk(chunk: bytes, pos: int) -> int:
+        def bulk(chunk: bytes, pos: int, size: int) -> int:
             nonlocal lineno, exits
             pos, lines, taken, entered = scan(
-                chunk, pos, limit, memo, *tables, hz, records, stamps, who
+                chunk, pos, size, limit, memo, *tables, hz, records, stamps, who
             )
             lineno += lines
             exits += taken
@@ -190,18 +190,19 @@ class FtraceReader(TraceReader):
             if isinstance(chunk, list):  # lines already split (text input, the input's end)
                 for line in chunk:
                     plain = parser.pending is None and line is not TOO_LONG
-                    if plain and line.find(b"\n") < 0 and bulk(line, 0) > len(line):
+                    if plain and line.find(b"\n") < 0 and bulk(line, 0, len(line)) > len(line):
                         continue
                     lineno += 1
                     exits += self._line(lineno, line, records, stamps, who)
-            else:
-                pos, size = 0, len(chunk)
+            else:  # whole lines in chunk[pos:size]
+                pos, size = (0, len(chunk)) if isinstance(chunk, bytes) else chunk[1:]
+                chunk = chunk if isinstance(chunk, bytes) else chunk.data
                 while pos <= size:
                     if parser.pending is None:
-                        pos = bulk(chunk, pos)
+                        pos = bulk(chunk, pos, size)
                         if pos > size:
                             break
-                    end = chunk.find(b"\n", pos)
+                    end = chunk.find(b"\n", pos, size)
                     end = size if end < 0 else end
                     line = chunk[pos:end] if end - pos <= limit else TOO_LONG
                     lineno += 1

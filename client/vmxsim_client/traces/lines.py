@@ -12,6 +12,7 @@ becomes malformed lines, not a ``UnicodeDecodeError``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -19,6 +20,7 @@ __all__ = [
     "TOO_LONG_TEXT",
     "Chunk",
     "LineSource",
+    "Span",
     "long_line_problem",
 ]
 
@@ -31,10 +33,19 @@ TOO_LONG_TEXT = "\n(line too long)\n"
 """The same for ``str`` lines."""
 
 
-Chunk = bytes | list[bytes]
+class Span(NamedTuple):
+    """Whole lines joined by ``\\n`` in ``data[start:end]``: a block read from the input, with
+    no copy of it made (the part before ``start`` ended the previous block's last line)."""
+
+    data: bytes
+    start: int
+    end: int
+
+
+Chunk = bytes | Span | list[bytes]
 """Consecutive lines: either their text joined by ``\\n`` (not yet split, and without the
-over-long check: a line longer than the limit in it stands for :data:`TOO_LONG`), or a list of
-lines already split and checked."""
+over-long check: a line longer than the limit in it stands for :data:`TOO_LONG`), as bytes or as
+a :class:`Span` of a block, or a list of lines already split and checked."""
 
 
 def long_line_problem(limit: int) -> str:
@@ -83,6 +94,8 @@ class LineSource:
     def _lines_of(self, chunk: Chunk) -> list[bytes]:
         if isinstance(chunk, list):
             return chunk
+        if isinstance(chunk, Span):
+            chunk = chunk.data[chunk.start : chunk.end]
         lines = chunk.split(b"\n")
         limit = self.max_line_bytes
         if max(map(len, lines)) > limit:
@@ -112,12 +125,22 @@ class LineSource:
                 skip = 2 if block.startswith(b"\r\n", end) else 1
                 block, dropping, carry = block[end + skip :], False, b""
                 yield [TOO_LONG]
-            data = carry + block if carry else block
-            cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+            data, start = block, 0
+            if carry:
+                first = _first_break(block)
+                ends_pair = first >= 0 and block[first] == 13 and first == len(block) - 1
+                if first < 0 or ends_pair or carry.endswith(b"\r"):
+                    data = carry + block  # the rare cases: joined as they come
+                else:  # the line the last block began, ended here: no copy of the block
+                    line = carry + block[:first]
+                    yield [TOO_LONG if len(line) > limit else line]
+                    start = first + (2 if block.startswith(b"\r\n", first) else 1)
+                carry = b""
+            cut = max(data.rfind(b"\n", start), data.rfind(b"\r", start))
             if cut >= 0 and cut == len(data) - 1 and data[cut] == 13:  # may pair with a \n next
-                cut = max(data.rfind(b"\n", 0, cut), data.rfind(b"\r", 0, cut))
+                cut = max(data.rfind(b"\n", start, cut), data.rfind(b"\r", start, cut))
             if cut < 0:
-                carry = data
+                carry = data[start:] if start else data
                 if len(carry) - carry.endswith(b"\r") > limit:
                     if carry.endswith(b"\r"):  # the line has ended: a \n may follow
                         skip_lf = True
@@ -126,12 +149,12 @@ class LineSource:
                         dropping = True
                     carry = b""
                 continue
-            whole, carry = data[:cut], data[cut + 1 :]
-            if data[cut] == 10 and whole.endswith(b"\r"):
-                whole = whole[:-1]
-            if b"\r" in whole:
-                whole = whole.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            yield whole
+            carry = data[cut + 1 :]
+            end = cut - 1 if data[cut] == 10 and cut > start and data[cut - 1] == 13 else cut
+            if data.find(b"\r", start, end) >= 0:
+                yield data[start:end].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            else:
+                yield Span(data, start, end)
             if len(carry) - carry.endswith(b"\r") > limit:
                 if carry.endswith(b"\r"):
                     skip_lf = True

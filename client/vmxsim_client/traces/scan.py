@@ -1,7 +1,7 @@
 """The ftrace reader's bulk path: the lines it takes without the line-at-a-time rules.
 
-:func:`scan` reads the lines of a chunk (lines joined by ``\\n``, see ``lines.Chunk``) from
-offset ``pos`` while each line is no longer than ``limit`` and is one of:
+:func:`scan` reads the lines of a chunk (lines joined by ``\\n`` in ``chunk[:end]``, see
+``lines.Chunk``) from offset ``pos`` while each line is no longer than ``limit`` and is one of:
 
 - ``<prefix> <stamp>: [kvm:]kvm_exit:<payload>`` whose task prefix the reader has already
   checked and remembered (``dotted``/``raw``/``perf``: prefix -> thread, by timestamp kind),
@@ -50,6 +50,7 @@ Thread = Any  # identity.Thread: .current, .identity(vcpu), .entry_vcpu
 Scan = Callable[
     [
         bytes,
+        int,
         int,
         int,
         object,
@@ -115,6 +116,7 @@ def timestamp(stamp: bytes, kind: int, raw_clock_hz: float) -> float:
 def scan_chunk(
     chunk: bytes,
     pos: int,
+    end: int,
     limit: int,
     memo: object,
     payloads: dict[bytes, tuple[bytes, int]],
@@ -135,9 +137,9 @@ def scan_chunk(
     payload_of = payloads.get
     add_stamp = stamps.append
     lines = exits = entries = 0
-    size = len(chunk)
+    size = min(end, len(chunk))
     while pos <= size:
-        end = chunk.find(b"\n", pos)
+        end = chunk.find(b"\n", pos, size)
         if end < 0:
             end = size
         if end - pos > limit:
