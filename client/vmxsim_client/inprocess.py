@@ -34,8 +34,12 @@ def connect(
             yield client
         return
     # imported here: a remote-only client never loads the server's modules
+    import gc
+
     from vmxsim_server.app import start_background
     from vmxsim_server.config import ServerConfig
+
+    gc.freeze()  # the server's modules too (see cli/entry.py)
 
     with (
         start_background(
