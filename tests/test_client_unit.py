@@ -245,3 +245,19 @@ def test_ratios_divide_by_the_fastest_profile_and_by_native() -> None:
         "nested": {"kvm": 1.0, "haxm-legacy": 10.0},
     }
     assert r["vs_native"] == {"kvm": {"nested": 4.0}, "haxm-legacy": {"nested": 20.0}}
+
+
+def test_a_source_that_fails_at_once_fails_before_any_call() -> None:
+    """The first batch is read before the Replay stream starts (``ReplayFeed.prime``): a trace
+    that is damaged from its start raises its own error, and no call is started to be cancelled
+    (the server's grpc printed a traceback for a call cancelled while it started the handler).
+    Nothing listens on the address: a started call would end UNAVAILABLE instead."""
+    from vmxsim_client.client import Client
+
+    class Broken:
+        def batches(self, size: int) -> Any:
+            raise ValueError("damaged at byte 0")
+            yield  # a generator
+
+    with Client("127.0.0.1:9", timeout=2) as client, pytest.raises(ValueError, match="byte 0"):
+        client.replay(Broken())

@@ -349,6 +349,7 @@ class Client(Connection):
             resume_token=resume_token, max_unacked=max_unacked, l0=l0,
         )  # fmt: skip
         retry = calls.ReplayRetry(feed, resume, resume_timeout)
+        feed.prime()
         try:
             while True:
                 try:

@@ -57,6 +57,18 @@ class ReplayFeed:
             return True
         return not self.acks and not self.start.vcpu_id
 
+    def prime(self) -> None:
+        """Read the first batch now, before any stream: a source that fails at once (a damaged
+        file, a strict reader's first error) raises here, with no call started to cancel (a call
+        cancelled while the server is still starting its handler made grpc print a traceback)."""
+        with self._changed:
+            if not self._pending and not self._exhausted:
+                read = next(self._batches, None)
+                if read is None:
+                    self._exhausted = True
+                else:
+                    self._pending.append(read)
+
     def next_attempt(self) -> None:
         """Stop feeding the previous stream; the next ``requests()`` resumes or starts over."""
         with self._changed:

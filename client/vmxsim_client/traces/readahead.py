@@ -83,7 +83,7 @@ class Ahead(Generic[T]):
     def close(self) -> None:
         self._stop.set()
         if self._worker.ident is not None:
-            self._worker.join(timeout=5)
+            self._worker.join(timeout=1)  # a daemon: one blocked on a pipe does not hold exit up
 
 
 def read_ahead(items: Iterator[T], depth: int, name: str) -> Generator[T, None, None]:
