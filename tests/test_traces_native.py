@@ -185,3 +185,27 @@ def test_the_c_payload_parser_takes_every_era() -> None:
     ):
         native = parse_payload(payload, reader._reasons)
         assert native is not None and native == reader._remember(payload), payload
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_thread_that_changes_vcpu_gets_the_new_vcpu(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kvm_entry that moves a thread to another vCPU stops the bulk scan, and the exits after
+    it (without ``vcpu N`` in their payload: they take the thread's current vCPU) get the new
+    vCPU, in C and in Python: nothing the scan remembered of the thread goes stale."""
+    if native and not scan.NATIVE:
+        pytest.skip("the C scanner is not built here")
+    head = "qemu-system-x86-4211  [001] d... {:.6f}: "
+    lines = []
+    for k, vcpu in enumerate([0, 0, 1, 1, 0, 2, 2]):
+        lines.append(head.format(k + 0.1) + f"kvm_entry: vcpu {vcpu}")
+        lines.append(head.format(k + 0.2) + "kvm_exit: reason HLT rip 0xffffffff81000a2c info 0 0")
+    data = ("\n".join(lines * 40) + "\n").encode()
+    with monkeypatch.context() as patch:
+        if not native:
+            patch.setattr(ftrace, "scan", scan.scan_chunk)
+            patch.setattr(ftrace, "new_memo", lambda: None)
+        reader = FtraceReader(LineSource([data]))
+        vcpus = [v for batch in reader.batches(4096) for v in batch.vcpu]
+    assert vcpus == [0, 0, 1, 1, 0, 2, 2] * 40
