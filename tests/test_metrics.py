@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 import urllib.request
 from collections import Counter
 
@@ -185,6 +186,7 @@ def test_metrics_server_names_the_address_it_cannot_bind() -> None:
 
 
 def test_server_with_metrics_counts_rpcs_by_type_and_code_and_replays() -> None:
+    expected = _rpc_counts_expected()
     metrics_port = free_port()
     config = ServerConfig(listen="127.0.0.1:0", metrics_listen=f"127.0.0.1:{metrics_port}")
     with start_background(config) as server:
@@ -195,10 +197,24 @@ def test_server_with_metrics_counts_rpcs_by_type_and_code_and_replays() -> None:
             stub = pb_grpc.VcpuServiceStub(channel)
             with pytest.raises(grpc.RpcError):
                 stub.GetVcpu(pb.GetVcpuRequest(vcpu_id="vcpu-404"))
-        text = scrape(metrics_port)
-    lines = set(text.splitlines())
+        # the server counts a call when its handler has finished, which may be just after the
+        # client has its status: scrape until the counts arrive (5 s at most)
+        deadline = time.monotonic() + 5.0
+        while True:
+            text = scrape(metrics_port)
+            lines = set(text.splitlines())
+            if all(line in lines for line in expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    for line in expected:
+        assert line in lines, line
+    assert "grpc_server_handling_seconds_bucket" in text
+    assert "_created" not in text
+
+
+def _rpc_counts_expected() -> list[str]:
     service = 'grpc_service="vmxsim.v1.VcpuService"'
-    expected = [
+    return [
         f'grpc_server_handled_total{{grpc_code="OK",grpc_method="CreateVm",{service},'
         'grpc_type="unary"} 1.0',
         f'grpc_server_handled_total{{grpc_code="NOT_FOUND",grpc_method="GetVcpu",{service},'
@@ -209,10 +225,6 @@ def test_server_with_metrics_counts_rpcs_by_type_and_code_and_replays() -> None:
         'vmxsim_vmreads_per_exit_count{mode="nested",profile="kvm"} 3000.0',
         "vmxsim_vms 1.0",
     ]
-    for line in expected:
-        assert line in lines, line
-    assert "grpc_server_handling_seconds_bucket" in text
-    assert "_created" not in text
 
 
 def test_the_default_in_process_server_has_no_metrics_port() -> None:
