@@ -63,11 +63,7 @@ class ReplayFeed:
         cancelled while the server is still starting its handler made grpc print a traceback)."""
         with self._changed:
             if not self._pending and not self._exhausted:
-                read = next(self._batches, None)
-                if read is None:
-                    self._exhausted = True
-                else:
-                    self._pending.append(read)
+                self._read_one()
 
     def next_attempt(self) -> None:
         """Stop feeding the previous stream; the next ``requests()`` resumes or starts over."""
@@ -114,9 +110,13 @@ class ReplayFeed:
             if len(self._pending) >= self._max_unacked:
                 self._changed.wait(0.5)
                 continue
-            read = next(self._batches, None)
-            if read is None:
-                self._exhausted = True
-            else:
-                self._pending.append(read)
+            self._read_one()
         return None
+
+    def _read_one(self) -> None:
+        """The source's next batch into the buffer, or the source is exhausted (lock held)."""
+        read = next(self._batches, None)
+        if read is None:
+            self._exhausted = True
+        else:
+            self._pending.append(read)

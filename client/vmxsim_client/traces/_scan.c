@@ -191,6 +191,10 @@ static int slot_is(const Slot *slot, uint64_t h, int kind, const char *text, Py_
            memcmp(slot->key, text, (size_t)len) == 0;
 }
 
+/* What a memo key is: a task prefix before a timestamp of one of three kinds, a kvm_exit
+ * payload, or a reason spelling. */
+enum { DOTTED = 0, RAW = 1, PERF = 2, PAYLOAD = 3, REASON = 4 };
+
 /* The memo's slot of a key, or NULL (lock-free). */
 static Slot *memo_find(Memo *memo, int kind, const char *text, Py_ssize_t len, uint64_t h) {
     Slot *set = memo->slots[set_of(h, memo->sets)];
@@ -231,7 +235,7 @@ static Slot *memo_insert(Memo *memo, int kind, const char *text, Py_ssize_t len,
 /* Fill a slot from a dict value (with the lock): a payload's must be (48-byte record, int
  * vcpu), a reason spelling's a non-negative int. 0: refused. */
 static int fill(Slot *slot, PyObject *value, int kind) {
-    if (kind == 3) {
+    if (kind == PAYLOAD) {
         if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2)
             return 0;
         PyObject *record = PyTuple_GET_ITEM(value, 0), *vcpu = PyTuple_GET_ITEM(value, 1);
@@ -245,7 +249,7 @@ static int fill(Slot *slot, PyObject *value, int kind) {
         }
         memcpy(slot->record, PyBytes_AS_STRING(record), RECORD_BYTES);
         slot->vcpu = n;
-    } else if (kind == 4) {
+    } else if (kind == REASON) {
         if (!PyLong_CheckExact(value))
             return 0;
         long n = PyLong_AsLong(value);
@@ -262,7 +266,7 @@ static int fill(Slot *slot, PyObject *value, int kind) {
 
 /* dict[key] through the memo: its slot, or NULL (not in the dict, None, or not of the expected
  * shape: *error says whether an exception is set). The dict is read with the lock; a reason
- * spelling (kind 4) is a str key, the others bytes. */
+ * spelling (REASON) is a str key, the others bytes. */
 static Slot *lookup(Memo *memo, Gil *g, PyObject *dict, int kind, const char *text,
                     Py_ssize_t len, int *error) {
     uint64_t h = hash_bytes(text, len, (uint64_t)kind);
@@ -270,7 +274,7 @@ static Slot *lookup(Memo *memo, Gil *g, PyObject *dict, int kind, const char *te
     if (slot != NULL)
         return slot;
     gil_hold(g);
-    PyObject *key = kind == 4 ? PyUnicode_DecodeASCII(text, len, NULL)
+    PyObject *key = kind == REASON ? PyUnicode_DecodeASCII(text, len, NULL)
                               : PyBytes_FromStringAndSize(text, len);
     if (key == NULL) {
         *error = 1;
@@ -378,7 +382,6 @@ typedef struct {
     EntryVcpu entries[IDENTITIES];
 } Context;
 
-enum { DOTTED = 0, RAW = 1, PERF = 2, PAYLOAD = 3, REASON = 4 };
 
 /* The remembered thread of a header (bytes before the event name), as scan.py's _task;
  * borrowed, or NULL when the line must go to the Python rules. */

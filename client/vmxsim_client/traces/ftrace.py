@@ -56,7 +56,7 @@ from .base import Row, TraceReader
 from .ftrace_lines import Exit, LineParser, exit_fields, split_header, thread_id
 from .ftrace_lines import thread_key as _thread_key
 from .identity import Thread, named_vcpu, parse_task
-from .lines import TOO_LONG, Chunk, LineSource, long_line_problem
+from .lines import TOO_LONG, Chunk, LineSource, Span, long_line_problem
 from .scan import new_memo, scan, split_head, timestamp
 
 __all__ = ["FtraceReader"]
@@ -195,8 +195,10 @@ class FtraceReader(TraceReader):
                     lineno += 1
                     exits += self._line(lineno, line, records, stamps, who)
             else:  # whole lines in chunk[pos:size]
-                pos, size = (0, len(chunk)) if isinstance(chunk, bytes) else chunk[1:]
-                chunk = chunk if isinstance(chunk, bytes) else chunk.data
+                if isinstance(chunk, Span):
+                    chunk, pos, size = chunk
+                else:
+                    pos, size = 0, len(chunk)
                 while pos <= size:
                     if parser.pending is None:
                         pos = bulk(chunk, pos, size)
