@@ -98,6 +98,31 @@ def test_a_failed_job_drops_the_jobs_behind_it_not_other_lanes() -> None:
     assert isinstance(outcomes[2], asyncio.CancelledError)
 
 
+def test_a_job_submitted_after_a_failure_never_runs() -> None:
+    """The stream may read (and submit) its next batch after the failed one has finished and
+    before it has seen the failure: that batch must not run either (seen in CI as a batch
+    counted after a bad one)."""
+
+    def fail() -> str:
+        raise ValueError("bad batch")
+
+    async def run() -> tuple[list[str], object, bool]:
+        lanes = Lanes(workers=1)
+        order: list[str] = []
+        lane = lanes.lane()
+        failing = lane.submit(fail)
+        outcome = await asyncio.gather(failing, return_exceptions=True)
+        late = lane.submit(_recorder(order, "late"))
+        await asyncio.sleep(0.05)
+        after = await lanes.lane().submit(_recorder(order, "other"))  # the workers go on
+        assert after == "other"
+        return order, outcome[0], late.cancelled()
+
+    order, outcome, late_cancelled = asyncio.run(run())
+    assert isinstance(outcome, ValueError)
+    assert order == ["other"] and late_cancelled
+
+
 def test_a_closed_lane_drops_its_queued_jobs_and_takes_no_more() -> None:
     async def run() -> list[str]:
         lanes, gate = Lanes(workers=1), threading.Event()

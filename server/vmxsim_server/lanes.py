@@ -3,7 +3,8 @@ round robin.
 
 A stream submits its jobs (a batch to run, an answer to build) to its ``Lane``; a lane's jobs
 run one at a time, in the order submitted, and a job that raises drops the jobs queued behind
-it (a stream's later batches never run after an earlier one failed). ``Lanes`` serves the
+it and every job submitted to the lane after it (a stream's later batches never run after an
+earlier one failed, even one read after the failure and before the stream saw it). ``Lanes`` serves the
 lanes that have work round robin, one job per lane per turn, on at most ``workers`` threads:
 a stream with several batches queued waits its turn like any other, so none starves and none
 runs ahead.
@@ -65,6 +66,8 @@ class Lane:
     """In the round robin: it has jobs and none of its jobs is running."""
     running: _Job[Any] | None = None
     closed: bool = False
+    failed: bool = False
+    """A job of this lane raised: the jobs submitted after it are dropped without running."""
 
     def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
         """Queue ``call`` behind this lane's other jobs (from the event loop); its result."""
@@ -101,6 +104,9 @@ class Lanes:
         with self._lock:
             if lane.closed:
                 raise RuntimeError("this lane is closed")
+            if lane.failed:
+                job.future.cancel()
+                return job.future
             lane.jobs.append(job)
             if lane.running is None and not lane.ready:
                 lane.ready = True
@@ -145,6 +151,7 @@ class Lanes:
                 lane.running = None
                 self._finished.append((job, outcome, result))
                 if outcome is not None:  # the jobs behind a failed one do not run
+                    lane.failed = True
                     self._finished.extend((later, _DROPPED, None) for later in lane.jobs)
                     lane.jobs.clear()
                 if lane.jobs and not lane.closed:
