@@ -4,10 +4,10 @@ round robin.
 A stream submits its jobs (a batch to run, an answer to build) to its ``Lane``; a lane's jobs
 run one at a time, in the order submitted, and a job that raises drops the jobs queued behind
 it and every job submitted to the lane after it (a stream's later batches never run after an
-earlier one failed, even one read after the failure and before the stream saw it). ``Lanes`` serves the
-lanes that have work round robin, one job per lane per turn, on at most ``workers`` threads:
-a stream with several batches queued waits its turn like any other, so none starves and none
-runs ahead.
+earlier one failed, even one read after the failure and before the stream saw it).
+``Lanes`` serves the lanes that have work round robin, one job per lane per turn, on at most
+``workers`` threads: a stream with several batches queued waits its turn like any other, so
+none starves and none runs ahead.
 
 No asyncio round trip per job: ``submit`` appends under a lock; the workers are drains on the
 event loop's default executor that run while any lane has work (under load they never stop,
