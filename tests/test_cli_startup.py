@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
 
 from vmxsim_client.cli import entry, status
+
+TRACE = Path(__file__).parent / "fixtures" / "traces" / "ftrace_mid.txt"
 
 HEAVY = ("grpc", "tqdm", "numpy", "matplotlib", "vmxsim_client.reports", "vmxsim_client.client")
 _PROBE = f"""
@@ -35,13 +38,33 @@ def test_table_commands_import_no_grpc_tqdm_numpy_or_reports(argv: list[str]) ->
     assert result["modules"] == []
 
 
-def test_replay_still_imports_the_client() -> None:
-    """The probe can see an import: a remote command's module does pull grpc in."""
-    child = subprocess.run(
+def test_replay_reads_its_trace_before_grpc_loads() -> None:
+    """A replay's parser imports no grpc, and the trace's read-ahead thread starts before grpc
+    (and the in-process server) load: the reading overlaps their imports. The probe also shows
+    that it sees an import: by the end of the replay grpc is loaded."""
+    help_child = subprocess.run(
         [sys.executable, "-c", _PROBE, "replay", "--help"], capture_output=True, text=True
     )
+    assert "grpc" not in json.loads(help_child.stdout.splitlines()[-1])["modules"]
+    probe = (
+        "import json, sys\n"
+        "from vmxsim_client.cli import main\n"
+        "from vmxsim_client.traces import readahead\n"
+        "seen = []\n"
+        "start = readahead.ReadAhead.__init__\n"
+        "def spy(self, *args, **kwargs):\n"
+        "    seen.append(('grpc' in sys.modules, 'vmxsim_server.app' in sys.modules))\n"
+        "    start(self, *args, **kwargs)\n"
+        "readahead.ReadAhead.__init__ = spy\n"
+        f"code = main(['replay', {str(TRACE)!r}, '--json'])\n"
+        "print(json.dumps({'code': code, 'seen': seen, 'grpc': 'grpc' in sys.modules}))\n"
+    )
+    child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout.splitlines()[-1])
-    assert "grpc" in result["modules"]
+    assert result["code"] == 0
+    assert result["seen"] == [[False, False]]
+    assert result["grpc"]
 
 
 def test_command_table_equals_the_full_parser() -> None:

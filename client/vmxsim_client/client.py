@@ -42,7 +42,7 @@ from .diagnoses import Capabilities as DiagnoseCapabilities
 from .diagnoses import diagnose_request, diagnosis_doc
 from .instructions import Instruction, InstructionResult
 from .names import Mode, Profile
-from .resume import DEFAULT_MAX_UNACKED, ReplayFeed
+from .resume import DEFAULT_BATCH_SIZE, DEFAULT_MAX_UNACKED, ReplayFeed
 from .rpc_errors import VmxsimRpcError, from_rpc_error
 from .summaries import BatchReport, DriveSummary, ReplayProgress, RunSummary
 from .vcpu_ops import VcpuInstructions
@@ -69,13 +69,6 @@ CHANNEL_OPTIONS = (
     *retry_channel_options(),
 )
 """Options of every channel the client opens (grpc's keep-alive example style: in one place)."""
-
-DEFAULT_BATCH_SIZE = 16384
-"""Exits per streamed batch of drive and replay: large enough to amortise a message (each costs
-both sides ~1-2 ms of gRPC and Python however many exits it holds: a 1M-exit replay took 1.58 s
-in batches of 4,096 and 1.39 s in batches of 16,384, docs/performance.md), small enough for
-progress and resume (~1.2 MB of packed columns). ``vmxsim load`` keeps 4,096
-(``load.runner.LOAD_BATCH_SIZE``): its figure is a batch's round trip."""
 
 _Response = TypeVar("_Response")
 T = TypeVar("T")

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import Client
 from ..reports.exit_table import ExitTable, print_exit_tables
 from ..reports.per_exit import MAX_IN_FLIGHT, ExitTap, RecordedComparison
 from ..reports.per_exit_file import OUT_SUFFIXES, PerExitFile, check_out_path
@@ -36,6 +35,9 @@ from .common import (
     warn_skipped,
 )
 from .output import emit_json, render_rows
+
+if TYPE_CHECKING:  # grpc loads once the trace is being read (``_replay``)
+    from ..client import Client
 
 __all__ = ["register", "replay_source", "wants_per_exit"]
 

@@ -12,22 +12,24 @@ import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vmxsim_server.vmx.l0 import available_l0_models
 from vmxsim_server.vmx.latency import MODES
 from vmxsim_server.vmx.profiles import available_profiles
 
-from ..client import DEFAULT_BATCH_SIZE, Client, RemoteVcpu
 from ..connection import add_connection_options, client_kwargs
 from ..errors import CliError
-from ..inprocess import connect
 from ..names import Profile, check_profile
 from ..reports.exit_table import SORT_KEYS
-from ..rpc_errors import VmxsimRpcError
+from ..resume import DEFAULT_BATCH_SIZE
 from ..traces import FORMATS, add_limit_options
 from . import status
 from .output import render_rows
+
+if TYPE_CHECKING:  # grpc loads when a command connects, not when its parser is built: a replay
+    # starts reading its trace first (cmd_replay.py)
+    from ..client import Client, RemoteVcpu
 
 __all__ = [
     "add_batch_size_option",
@@ -76,6 +78,8 @@ def client_from_args(args: argparse.Namespace) -> AbstractContextManager[Client]
     metrics = getattr(args, "metrics_listen", None)
     if metrics and args.server:
         raise CliError("--metrics-listen is for the in-process server; a --server has its own")
+    from ..inprocess import connect
+
     return connect(args.server, timeout=args.timeout, metrics_listen=metrics, **client_kwargs(args))
 
 
@@ -87,7 +91,11 @@ def rpc_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except VmxsimRpcError as exc:
+        except Exception as exc:
+            from ..rpc_errors import VmxsimRpcError  # loaded by whatever raised one
+
+            if not isinstance(exc, VmxsimRpcError):
+                raise
             print(f"vmxsim: error: {exc}", file=sys.stderr)
             return status.for_rpc_code(exc.code)
 
