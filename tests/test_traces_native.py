@@ -209,3 +209,39 @@ def test_a_thread_that_changes_vcpu_gets_the_new_vcpu(
         reader = FtraceReader(LineSource([data]))
         vcpus = [v for batch in reader.batches(4096) for v in batch.vcpu]
     assert vcpus == [0, 0, 1, 1, 0, 2, 2] * 40
+
+
+_U64 = st.integers(0, 2**64 - 1)
+
+
+@needs_native
+@settings(max_examples=500, deadline=None)
+@given(
+    rows=st.lists(st.tuples(*[st.one_of(st.just(0), _U64)] * 8), max_size=40),
+    spare=st.integers(0, 3),
+    zero=st.sets(st.integers(1, 5)),
+)
+def test_a_batchs_columns_are_the_same_in_c_and_in_python(
+    rows: list[tuple[int, ...]], spare: int, zero: set[int]
+) -> None:
+    """``_scan.columns`` (the transposing of a batch's packed records, without the lock) gives
+    exactly ``columns_of``'s columns, None for the same all-zero ones, reading only the first
+    ``count`` records; both refuse a count beyond the buffers."""
+    from vmxsim_client.traces._scan import columns  # type: ignore[import-not-found]
+
+    rows = [tuple(0 if k in zero else v for k, v in enumerate(row)) for row in rows]
+    records = bytearray(array("Q", [v for row in rows for v in row[:6]]).tobytes())
+    who = bytearray(array("Q", [v for row in rows for v in row[6:]]).tobytes())
+    count = max(0, len(rows) - spare)
+    native, python = columns(records, who, count), scan.columns_of(records, who, count)
+    assert native == python
+    assert python[0] == array("Q", [row[0] for row in rows[:count]]).tobytes()
+    for k in range(1, 6):
+        if any(row[k] for row in rows[:count]):
+            assert python[k] == array("Q", [row[k] for row in rows[:count]]).tobytes()
+        else:
+            assert python[k] is None
+    assert python[7] == array("Q", [row[7] for row in rows[:count]]).tobytes()
+    for make in (columns, scan.columns_of):
+        with pytest.raises(ValueError, match="fewer records"):
+            make(records, who, len(rows) + 1)

@@ -894,10 +894,72 @@ static PyObject *parse_payload(PyObject *self, PyObject *args) {
     return Py_BuildValue("(y#l)", (const char *)record, (Py_ssize_t)RECORD_BYTES, vcpu);
 }
 
+/* columns(records, who, count) -> 8 bytes objects or None: the first ``count`` packed records
+ * (6 u64 each: reason, rip, qualification, info2, intr_info, error_code) and identities (vcpu,
+ * vm) as columns of native u64, with None for an all-zero column other than the reason; the
+ * transposing runs without the interpreter lock (the buffers are held, so none can resize). */
+#define RECORD_VALUES (RECORD_BYTES / 8)
+#define COLUMNS (RECORD_VALUES + 2)
+
+static PyObject *columns(PyObject *self, PyObject *args) {
+    Py_buffer records, who;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*y*n", &records, &who, &count))
+        return NULL;
+    PyObject *out[COLUMNS] = {NULL};
+    PyObject *result = NULL;
+    if (count < 0 || records.len < count * RECORD_BYTES || who.len < count * 16) {
+        PyErr_SetString(PyExc_ValueError, "columns: fewer records than count");
+        goto done;
+    }
+    for (int k = 0; k < COLUMNS; k++) {
+        out[k] = PyBytes_FromStringAndSize(NULL, count * 8);
+        if (out[k] == NULL)
+            goto done;
+    }
+    uint64_t seen[RECORD_VALUES] = {0};
+    Py_BEGIN_ALLOW_THREADS;
+    const char *row = records.buf, *id = who.buf;
+    uint64_t *column[COLUMNS];
+    for (int k = 0; k < COLUMNS; k++)
+        column[k] = (uint64_t *)PyBytes_AS_STRING(out[k]);
+    for (Py_ssize_t n = 0; n < count; n++, row += RECORD_BYTES, id += 16) {
+        uint64_t v[RECORD_VALUES], pair[2];
+        memcpy(v, row, RECORD_BYTES);
+        memcpy(pair, id, 16);
+        for (int k = 0; k < RECORD_VALUES; k++) {
+            column[k][n] = v[k];
+            seen[k] |= v[k];
+        }
+        column[RECORD_VALUES][n] = pair[0];
+        column[RECORD_VALUES + 1][n] = pair[1];
+    }
+    Py_END_ALLOW_THREADS;
+    result = PyTuple_New(COLUMNS);
+    if (result == NULL)
+        goto done;
+    for (int k = 0; k < COLUMNS; k++) {
+        PyObject *item = out[k];
+        if (k > 0 && k < RECORD_VALUES && seen[k] == 0) {
+            Py_DECREF(item);
+            item = Py_NewRef(Py_None);
+        }
+        out[k] = NULL;
+        PyTuple_SET_ITEM(result, k, item);
+    }
+done:
+    for (int k = 0; k < COLUMNS; k++)
+        Py_XDECREF(out[k]);
+    PyBuffer_Release(&records);
+    PyBuffer_Release(&who);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "Read a chunk's lines from pos in bulk; see scan.scan_chunk."},
     {"memo", memo_new, METH_NOARGS, "A new memo of looked-up payloads and task prefixes."},
     {"parse_payload", parse_payload, METH_VARARGS, "The C parser of new payloads alone."},
+    {"columns", columns, METH_VARARGS, "Packed records and identities as columns; see scan.py."},
     {NULL, NULL, 0, NULL},
 };
 

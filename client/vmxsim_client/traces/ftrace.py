@@ -57,12 +57,12 @@ from .ftrace_lines import Exit, LineParser, exit_fields, split_header, thread_id
 from .ftrace_lines import thread_key as _thread_key
 from .identity import Thread, named_vcpu, parse_task
 from .lines import TOO_LONG, Chunk, LineSource, Span, long_line_problem
+from .scan import columns as scan_columns
 from .scan import new_memo, scan, split_head, timestamp
 
 __all__ = ["FtraceReader"]
 
 _RECORD = struct.Struct("=6Q")  # reason, rip, qualification, info2, intr_info, error_code
-_WIDTH = _RECORD.size // 8  # values per record
 _IDENTITY_BYTES = 16  # vcpu, vm (identity.Thread.identity)
 _INFINITY = float("inf")
 _PRINTABLE = re.compile(rb"[ -~]*\Z").match
@@ -148,10 +148,10 @@ class FtraceReader(TraceReader):
             for _ in self._read(records, stamps, who):
                 while len(stamps) >= size:
                     sequence += 1
-                    yield _batch(records[:cut], stamps[:size], who[:cut_who], sequence)
+                    yield _batch(records, stamps[:size], who, size, sequence)
                     del records[:cut], stamps[:size], who[:cut_who]
             if stamps:
-                yield _batch(records, stamps, who, sequence + 1)
+                yield _batch(records, stamps, who, len(stamps), sequence + 1)
 
     # --- the bulk path -------------------------------------------------------------------------
 
@@ -370,21 +370,18 @@ def _header_key(header: str) -> str | None:
     return _thread_key(tokens)
 
 
-def _batch(records: bytearray, stamps: array[float], who: bytearray, sequence: int) -> ExitBatch:
-    """One batch from packed records: each column is one strided copy."""
-    values = memoryview(records).cast("Q")
+def _batch(
+    records: bytearray, stamps: array[float], who: bytearray, count: int, sequence: int
+) -> ExitBatch:
+    """One batch of the first ``count`` packed records (``scan.columns`` transposes them)."""
     columns: list[array[int]] = []
-    for k in range(_WIDTH):
-        data = values[k::_WIDTH].tobytes()
+    for data in scan_columns(records, who, count):
         column = array("Q")
-        if k == 0 or data != bytes(len(data)):  # an all-zero column stays empty
+        if data is not None:  # an all-zero column stays empty
             column.frombytes(data)
         columns.append(column)
+    vm, vcpu = columns.pop(), columns.pop()
     columns += [array("Q"), array("Q")]  # guest_physical_address, instruction_len: none
-    identity = memoryview(who).cast("Q")
-    vcpu, vm = array("Q"), array("Q")
-    vcpu.frombytes(identity[0::2].tobytes())
-    vm.frombytes(identity[1::2].tobytes())
     reason, rip, qualification, info2, intr_info, error_code, gpa, length = columns
     return ExitBatch(
         reason, rip, qualification, info2, intr_info, error_code, gpa, length,

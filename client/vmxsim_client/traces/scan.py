@@ -39,6 +39,8 @@ __all__ = [
     "PERF",
     "RAW",
     "Scan",
+    "columns",
+    "columns_of",
     "new_memo",
     "scan",
     "scan_chunk",
@@ -193,19 +195,41 @@ def scan_chunk(
     return pos, lines, exits, entries
 
 
+RECORD_VALUES = 6
+"""u64 values of a packed record: reason, rip, qualification, info2, intr_info, error_code."""
+
+Columns = tuple["bytes | None", ...]
+
+
+def columns_of(records: bytes | bytearray, who: bytes | bytearray, count: int) -> Columns:
+    """The Python twin of ``_scan.columns``: the first ``count`` packed records (6 native u64
+    each) and identities (vcpu, vm: 2 u64 each) as 8 columns of native u64 bytes, None for an
+    all-zero column other than the reason (the first)."""
+    if count < 0 or len(records) < count * RECORD_VALUES * 8 or len(who) < count * 16:
+        raise ValueError("columns: fewer records than count")
+    values = memoryview(records)[: count * RECORD_VALUES * 8].cast("Q")
+    identity = memoryview(who)[: count * 16].cast("Q")
+    out: list[bytes | None] = []
+    for k in range(RECORD_VALUES):
+        data = values[k::RECORD_VALUES].tobytes()
+        out.append(data if k == 0 or data != bytes(len(data)) else None)
+    out += [identity[0::2].tobytes(), identity[1::2].tobytes()]
+    return tuple(out)
+
+
 def _no_memo() -> object:
     return None
 
 
-def _native() -> tuple[Scan, Callable[[], object]] | None:
+def _native() -> tuple[Scan, Callable[[], object], Callable[..., Columns]] | None:
     if os.environ.get("VMXSIM_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from ._scan import memo, scan  # type: ignore[import-not-found]
+        from ._scan import columns, memo, scan  # type: ignore[import-not-found]
     except ImportError:
         return None
     native: Scan = scan
-    return native, memo
+    return native, memo, columns
 
 
 _NATIVE = _native()
@@ -214,4 +238,7 @@ NATIVE = _NATIVE is not None
 scan: Scan
 new_memo: Callable[[], object]
 """A reader's memo for :data:`scan` (the C extension's table of looked-up strings)."""
-scan, new_memo = _NATIVE or (scan_chunk, _no_memo)
+columns: Callable[[bytes | bytearray, bytes | bytearray, int], Columns]
+"""A batch's columns from the packed records (``_scan.columns``: transposed without the
+interpreter lock; or :func:`columns_of`)."""
+scan, new_memo, columns = _NATIVE or (scan_chunk, _no_memo, columns_of)
