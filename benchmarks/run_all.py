@@ -62,6 +62,7 @@ QUICK: dict[str, list[str]] = {
     "bench_vcpu_memory": ["--vcpus", "1000"],
     "bench_vmread_latency": ["--calls", "500"],
     "bench_growth": ["--quick", "--json"],
+    "bench_reader_contention": ["--exits", "100000", "--repeat", "1", "--era", "5.16-ftrace"],
 }
 BENCHMARKS = [*QUICK, *sorted({p.stem for p in HERE.glob("bench_*.py")} - set(QUICK))]
 """Every ``bench_*.py`` here: those of QUICK first, any other after (run as they are)."""
