@@ -38,10 +38,12 @@ def test_table_commands_import_no_grpc_tqdm_numpy_or_reports(argv: list[str]) ->
     assert result["modules"] == []
 
 
-def test_replay_reads_its_trace_before_grpc_loads() -> None:
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "exit-table"])
+def test_replay_reads_its_trace_before_grpc_loads(output: list[str]) -> None:
     """A replay's parser imports no grpc, and the trace's read-ahead thread starts before grpc
-    (and the in-process server) load: the reading overlaps their imports. The probe also shows
-    that it sees an import: by the end of the replay grpc is loaded."""
+    (and the in-process server) load: the reading overlaps their imports, with --json and with
+    the per-exit results the default exit table needs. The probe also shows that it sees an
+    import: by the end of the replay grpc is loaded."""
     help_child = subprocess.run(
         [sys.executable, "-c", _PROBE, "replay", "--help"], capture_output=True, text=True
     )
@@ -56,7 +58,7 @@ def test_replay_reads_its_trace_before_grpc_loads() -> None:
         "    seen.append(('grpc' in sys.modules, 'vmxsim_server.app' in sys.modules))\n"
         "    start(self, *args, **kwargs)\n"
         "readahead.ReadAhead.__init__ = spy\n"
-        f"code = main(['replay', {str(TRACE)!r}, '--json'])\n"
+        f"code = main(['replay', {str(TRACE)!r}, *{output!r}])\n"
         "print(json.dumps({'code': code, 'seen': seen, 'grpc': 'grpc' in sys.modules}))\n"
     )
     child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

@@ -25,7 +25,7 @@ from typing import Any
 from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 from vmxsim_server.vmx.summary import reason_name
 
-__all__ = ["MAX_IN_FLIGHT", "ExitTap", "JoinedBatch", "RecordedComparison"]
+__all__ = ["MAX_IN_FLIGHT", "ExitTap", "JoinedBatch", "RecordedComparison", "reason_label"]
 
 MAX_IN_FLIGHT = 8
 """Batches to let a replay send ahead of their acknowledgement when they are tapped
@@ -75,13 +75,14 @@ class JoinedBatch:
 
     def reason_names(self) -> Iterator[str]:
         """The exit-reason table's name of each exit."""
-        return map(_reason_name, self.reason)
+        return map(reason_label, self.reason)
 
 
 _NAMES: dict[int, str] = {}
 
 
-def _reason_name(number: int) -> str:
+def reason_label(number: int) -> str:
+    """The exit-reason table's name of a reason number (looked up once per number)."""
     name = _NAMES.get(number)
     if name is None:
         name = _NAMES[number] = reason_name(number)

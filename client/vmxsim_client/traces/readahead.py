@@ -96,7 +96,9 @@ class ReadAhead:
     """A trace reader whose ``batches(size)`` a thread reads from now on, ``depth`` batches
     ahead of the caller; every other attribute (counters, ``bytes_read``, ``source``) is the
     reader's. For a consumer that reads the batches once, at ``size``, and nothing else of the
-    reader's exits (``vmxsim replay`` without per-exit output). ``close()`` stops the thread."""
+    reader's exits (``vmxsim replay`` without ``--out`` of any trace but a HAXM log, whose
+    recorded counters the per-exit tap takes from the reader as it reads). ``close()`` stops
+    the thread."""
 
     def __init__(self, reader: Any, size: int, depth: int = READ_AHEAD_BATCHES) -> None:
         self.reader = reader
