@@ -197,6 +197,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert problem in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_cli_refuses_capabilities_no_processor_reports_as_vcpu_create_does(tmp_path: Path) -> None:
+    """``diagnose --capabilities`` runs the same MSR checks as ``vcpu create --capabilities``:
+    a CR0 fixed-0 bit that fixed-1 clears, or a must-be-1 control that may not be 1, is refused
+    in one line naming the MSR (not diagnosed against an impossible processor)."""
+    bad = tmp_path / "caps.txt"
+    for text, msr in (
+        ("IA32_VMX_CR0_FIXED1 = 0x7fffffff\n", "IA32_VMX_CR0_FIXED"),
+        ("IA32_VMX_PINBASED_CTLS = 0x0000001600000017\n", "IA32_VMX_PINBASED_CTLS"),
+    ):
+        bad.write_text(text)
+        status, out, err = run(
+            ["diagnose", str(DUMPS / "kvm-6x-passes.log"), "--capabilities", str(bad)]
+        )
+        assert status == 2 and out == "", err
+        assert "capabilities: " in err and msr in err and err.count("\n") == 1, err
+
+
 def test_cli_bad_capabilities_file_is_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "caps.txt"
     bad.write_text("IA32_VMX_NONSENSE = 1\n")

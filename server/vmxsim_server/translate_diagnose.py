@@ -6,20 +6,23 @@ from __future__ import annotations
 from vmxsim.v1 import vmxsim_pb2 as pb
 
 from .vmx.capabilities import Capabilities
-from .vmx.capability_file import MAXPHYADDR, capabilities_from, msr_index
+from .vmx.capability_file import MAXPHYADDR, msr_index
+from .vmx.capability_msrs import with_msrs
 from .vmx.diagnosis import Diagnosis
 
 __all__ = ["diagnose_capabilities", "diagnose_response"]
 
 
 def diagnose_capabilities(request: pb.DiagnoseRequest) -> Capabilities | None:
-    """The capabilities a request gives (None: the dump's own or the defaults)."""
+    """The capabilities a request gives (None: the dump's own or the defaults), checked as
+    ``CreateVcpu`` checks its ``vmx_msrs`` (``capability_msrs.with_msrs``: values no processor
+    can report are refused, naming the MSR)."""
     msrs = {
         msr_index(name, "capability_msrs"): value for name, value in request.capability_msrs.items()
     }
     if request.maxphyaddr:
         msrs[MAXPHYADDR] = request.maxphyaddr
-    return capabilities_from(msrs) if msrs else None
+    return with_msrs(Capabilities(), msrs) if msrs else None
 
 
 def _diagnosis(found: Diagnosis) -> pb.DumpDiagnosis:
