@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -280,3 +281,32 @@ def test_the_documented_python_examples_run(doc: str, vmxsim_address: str) -> No
     for block in blocks:
         code = block.replace('"127.0.0.1:50051"', "ADDRESS")
         exec(compile(code, doc, "exec"), {"ADDRESS": vmxsim_address, "__name__": "example"})
+
+
+# --- what the server offers ----------------------------------------------------------------------
+
+
+def test_the_clients_list_what_the_server_offers(vmxsim_address: str) -> None:
+    """``list_profiles``/``list_mixes``/``list_l0_models`` (sync and async) name exactly the
+    server's shipped profiles, mixes and L0 models, each with its title or source, and a listed
+    name works where it is used (a profile and an L0 model for a nested vCPU)."""
+    from vmxsim_server.vmx.l0 import available_l0_models
+    from vmxsim_server.vmx.mixes import available_mixes
+
+    with Client(vmxsim_address) as client:
+        profiles, mixes, l0 = client.list_profiles(), client.list_mixes(), client.list_l0_models()
+        vcpu = client.create_vcpu(profile=profiles[-1].name, mode="nested", l0=l0[0].name)
+        assert vcpu.info.profile == profiles[-1].name
+        vcpu.delete()
+    assert sorted(p.name for p in profiles) == sorted(available_profiles())
+    assert sorted(m.name for m in mixes) == sorted(available_mixes())
+    assert sorted(m.name for m in l0) == sorted(available_l0_models())
+    assert all(p.title and p.description and p.sources for p in profiles)
+    assert all(m.source and math.isclose(sum(m.weights.values()), 1.0) for m in mixes)
+    assert all(m.title for m in l0)
+
+    async def run() -> tuple[Any, Any, Any]:
+        async with AsyncClient(vmxsim_address) as c:
+            return await c.list_profiles(), await c.list_mixes(), await c.list_l0_models()
+
+    assert asyncio.run(run()) == (profiles, mixes, l0)

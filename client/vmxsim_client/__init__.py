@@ -46,7 +46,7 @@ if TYPE_CHECKING:
         ReplayProgress,
         RunSummary,
     )
-    from .wire import VcpuInfo, VmInfo
+    from .wire import L0ModelInfo, MixInfo, ProfileInfo, VcpuInfo, VmInfo
 
 __all__ = [
     "AbortedError",
@@ -60,10 +60,13 @@ __all__ = [
     "Instruction",
     "InstructionResult",
     "InvalidArgumentError",
+    "L0ModelInfo",
+    "MixInfo",
     "Mode",
     "NotFoundError",
     "PermissionDeniedError",
     "Profile",
+    "ProfileInfo",
     "RemoteVcpu",
     "ReplayProgress",
     "ResourceExhaustedError",
@@ -82,7 +85,8 @@ _HOMES = {
     "Client": "client", "RemoteVcpu": "client", "Instruction": "instructions",
     "InstructionResult": "instructions", "Mode": "names", "Profile": "names",
     "BatchReport": "summaries", "DriveSummary": "summaries", "ReplayProgress": "summaries",
-    "RunSummary": "summaries", "VcpuInfo": "wire", "VmInfo": "wire",
+    "RunSummary": "summaries", "VcpuInfo": "wire", "VmInfo": "wire", "ProfileInfo": "wire",
+    "MixInfo": "wire", "L0ModelInfo": "wire",
 }  # fmt: skip
 
 

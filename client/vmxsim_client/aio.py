@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -31,6 +31,9 @@ from .rpc_errors import VmxsimRpcError, from_rpc_error
 from .summaries import BatchReport, DriveSummary, ReplayProgress, RunSummary
 from .vcpu_ops import VcpuInstructions
 from .wire import StatsAccumulator, VcpuInfo, VmInfo, batch_dict, summary_dict
+
+if TYPE_CHECKING:  # the discovery answers' types (annotations only)
+    from .wire import L0ModelInfo, MixInfo, ProfileInfo
 
 __all__ = ["AsyncClient", "AsyncRemoteVcpu"]
 
@@ -104,6 +107,20 @@ class AsyncClient(Connection):
             call.cancel()
         if source.error is not None:
             raise source.error
+
+    # --- what the server offers ------------------------------------------------------------------
+
+    async def list_profiles(self) -> list[ProfileInfo]:
+        """The hypervisor access models the server offers (names for ``profile``)."""
+        return await self._unary(calls.list_profiles())
+
+    async def list_mixes(self) -> list[MixInfo]:
+        """The exit-reason mixes the server offers (the CLI's ``mix:NAME`` traces)."""
+        return await self._unary(calls.list_mixes())
+
+    async def list_l0_models(self) -> list[L0ModelInfo]:
+        """The L0 models the server offers (names for ``l0``)."""
+        return await self._unary(calls.list_l0_models())
 
     # --- VMs and vCPUs ---------------------------------------------------------------------------
 

@@ -23,6 +23,9 @@ from .names import check_mode, check_profile
 from .resume import ReplayFeed
 from .summaries import DriveSummary, ReplayProgress, RunSummary
 from .wire import (
+    L0ModelInfo,
+    MixInfo,
+    ProfileInfo,
     StatsAccumulator,
     VcpuInfo,
     VmInfo,
@@ -50,6 +53,9 @@ __all__ = [
     "execute",
     "get_vcpu",
     "inject_exit_instruction",
+    "list_l0_models",
+    "list_mixes",
+    "list_profiles",
     "list_vcpus",
     "list_vms",
     "progress_dict",
@@ -94,6 +100,31 @@ class Unary(Generic[T]):
     method: str
     request: Any
     parse: Callable[[Any], T]
+
+
+# --- what the server offers ----------------------------------------------------------------------
+
+
+def list_profiles() -> Unary[list[ProfileInfo]]:
+    return Unary(
+        "ListProfiles",
+        pb.ListProfilesRequest(),
+        lambda r: [ProfileInfo.from_pb(p) for p in r.profiles],
+    )
+
+
+def list_mixes() -> Unary[list[MixInfo]]:
+    return Unary(
+        "ListMixes", pb.ListMixesRequest(), lambda r: [MixInfo.from_pb(m) for m in r.mixes]
+    )
+
+
+def list_l0_models() -> Unary[list[L0ModelInfo]]:
+    return Unary(
+        "ListL0Models",
+        pb.ListL0ModelsRequest(),
+        lambda r: [L0ModelInfo.from_pb(m) for m in r.l0_models],
+    )
 
 
 # --- VMs and vCPUs -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -47,6 +47,9 @@ from .rpc_errors import VmxsimRpcError, from_rpc_error
 from .summaries import BatchReport, DriveSummary, ReplayProgress, RunSummary
 from .vcpu_ops import VcpuInstructions
 from .wire import StatsAccumulator, VcpuInfo, VmInfo, batch_dict, summary_dict
+
+if TYPE_CHECKING:  # the discovery answers' types (annotations only)
+    from .wire import L0ModelInfo, MixInfo, ProfileInfo
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -201,6 +204,20 @@ class Client(Connection):
             call.cancel()  # a no-op once the stream has finished
         if source.error is not None:
             raise source.error
+
+    # --- what the server offers ------------------------------------------------------------------
+
+    def list_profiles(self) -> list[ProfileInfo]:
+        """The hypervisor access models the server offers (names for ``profile``)."""
+        return self._unary(calls.list_profiles())
+
+    def list_mixes(self) -> list[MixInfo]:
+        """The exit-reason mixes the server offers (the CLI's ``mix:NAME`` traces)."""
+        return self._unary(calls.list_mixes())
+
+    def list_l0_models(self) -> list[L0ModelInfo]:
+        """The L0 models the server offers (names for ``l0``)."""
+        return self._unary(calls.list_l0_models())
 
     # --- VMs -------------------------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ from .summaries import (
 
 __all__ = [
     "MODES",
+    "L0ModelInfo",
+    "MixInfo",
+    "ProfileInfo",
     "StatsAccumulator",
     "VcpuInfo",
     "VmInfo",
@@ -358,6 +361,53 @@ class VcpuInfo:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the dataclass fields)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    """A hypervisor access model the server offers (ListProfiles): the name to pass as
+    ``profile``, a one-line title, what it models, and its sources ("owner/repo@commit path")."""
+
+    name: str
+    title: str
+    description: str
+    sources: tuple[str, ...]
+
+    @classmethod
+    def from_pb(cls, p: pb.ProfileInfo) -> ProfileInfo:
+        """From the wire form."""
+        return cls(p.name, p.title, p.description, tuple(p.sources))
+
+
+@dataclass(frozen=True)
+class MixInfo:
+    """An exit-reason mix the server offers (ListMixes): the CLI's ``mix:NAME``, the workload,
+    where its weights come from, and the weights by exit-reason name."""
+
+    name: str
+    description: str
+    source: str
+    weights: dict[str, float]
+
+    @classmethod
+    def from_pb(cls, m: pb.MixInfo) -> MixInfo:
+        """From the wire form (weights in the server's order)."""
+        return cls(m.name, m.description, m.source, dict(m.weights))
+
+
+@dataclass(frozen=True)
+class L0ModelInfo:
+    """An L0 (outer hypervisor) model the server offers (ListL0Models): the name to pass as
+    ``l0``, a one-line title and what it covers."""
+
+    name: str
+    title: str
+    description: str
+
+    @classmethod
+    def from_pb(cls, m: pb.L0ModelInfo) -> L0ModelInfo:
+        """From the wire form."""
+        return cls(m.name, m.title, m.description)
 
 
 @dataclass(frozen=True)
