@@ -4,6 +4,7 @@ files; the HAXM log's recorded-vs-model comparison; the progress bar only on a t
 
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
 import io
@@ -42,7 +43,12 @@ TRACES = {
     "jsonl": "sample.jsonl",
 }
 VMXSIM = str(Path(sys.executable).with_name("vmxsim"))  # the installed console script
-COMPRESSORS = {".gz": gzip.compress, ".xz": lzma.compress, ".zst": zstandard.compress}
+COMPRESSORS = {
+    ".gz": gzip.compress,
+    ".xz": lzma.compress,
+    ".zst": zstandard.compress,
+    ".bz2": bz2.compress,
+}
 
 
 def replay_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import lzma
@@ -280,6 +281,7 @@ def test_forced_format_that_matches_nothing_is_an_error(name: str, tmp_path: Pat
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "xz": lzma.compress,
+    "bzip2": bz2.compress,
     "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
 }
 

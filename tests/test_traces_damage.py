@@ -4,6 +4,7 @@ files are read through their tools (issue 14 items 3 and 12, issue 16 item 5).""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import lzma
 import os
@@ -27,6 +28,7 @@ TRACE = (FIXTURES / "tracecmd_report.txt").read_bytes() * 3000  # 9000 exits
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "xz": lzma.compress,
+    "bzip2": bz2.compress,
     "zstd": lambda data: zstandard.ZstdCompressor(write_checksum=True).compress(data),
 }
 

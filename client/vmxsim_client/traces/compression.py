@@ -2,11 +2,13 @@
 blocks of bytes.
 
 Compression is recognised by magic bytes, never by the file name: gzip ``1f 8b`` (RFC 1952),
-xz ``fd 37 7a 58 5a 00`` (xz file format 1.0.4, section 2.1.1.1) and zstd ``28 b5 2f fd``
-(RFC 8878 section 3.1.1). zstd needs the optional ``zstandard`` package. Concatenated members,
-streams and frames are read one after the other (as ``gzip``, ``xz`` and ``zstd`` do). gzip is
-inflated by ISA-L (the ``isal`` package, about twice zlib's speed here: docs/performance.md)
-where it is installed, else by zlib; both check each member's CRC-32 and ISIZE.
+xz ``fd 37 7a 58 5a 00`` (xz file format 1.0.4, section 2.1.1.1), zstd ``28 b5 2f fd`` (RFC
+8878 section 3.1.1) and bzip2 ``BZh`` and a block-size digit 1-9 (the header of bzip2's
+streams, read by Python's ``bz2``). zstd needs the optional ``zstandard`` package.
+Concatenated members, streams and frames are read one after the other (as ``gzip``, ``xz``,
+``zstd`` and ``bzip2`` do). gzip is inflated by ISA-L (the ``isal`` package, about twice
+zlib's speed here: docs/performance.md) where it is installed, else by zlib; both check each
+member's CRC-32 and ISIZE.
 
 Compressed input is decompressed in a thread of its own, a few blocks ahead of the reader
 (:func:`prefetch`): the decompressors release the interpreter lock while they inflate, so
@@ -14,14 +16,16 @@ decompression runs beside the parsing on another core. An error there (damage, a
 file) is raised to the reader at the block where it happened, as without the thread.
 
 Damage is an error, never a short trace: a stream that ends before its end marker (truncated),
-fails its check (gzip CRC-32/ISIZE, xz check, zstd checksum) or holds invalid data raises
-:class:`CorruptInput` naming the compressed byte offset where the decompressor stopped (for a
-check failure, the end of the member whose check failed). Each decompression step produces at
-most :data:`BLOCK_BYTES` of output, so a small bomb cannot fill memory in one call.
+fails its check (gzip CRC-32/ISIZE, xz check, zstd checksum, bzip2 block and stream CRCs) or
+holds invalid data raises :class:`CorruptInput` naming the compressed byte offset where the
+decompressor stopped (for a check failure, the end of the member whose check failed). Each
+decompression step produces at most :data:`BLOCK_BYTES` of output, so a small bomb cannot fill
+memory in one call.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import lzma
 import os
@@ -68,6 +72,7 @@ _MAGIC = (
     (b"\x1f\x8b", "gzip"),
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
+    *((b"BZh" + bytes([level]), "bzip2") for level in b"123456789"),
 )
 
 
@@ -187,25 +192,44 @@ def _gzip(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
         raise CorruptInput("gzip", offset(), "truncated: the stream ends inside a member")
 
 
-def _xz(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
-    """xz streams one after the other (stream padding of zero bytes is allowed)."""
-    decoder = lzma.LZMADecompressor()
-    started = False
-    for data in raw:
-        while data or (started and not decoder.needs_input and not decoder.eof):
-            try:
-                out = decoder.decompress(data, INFLATED_BYTES)
-            except lzma.LZMAError as exc:
-                raise CorruptInput("xz", offset(), str(exc)) from None
-            started, data = True, b""
-            if out:
-                yield out
-            if decoder.eof:
-                data = decoder.unused_data.lstrip(b"\x00")
-                decoder = lzma.LZMADecompressor()
-                started = bool(data)
-    if started:
-        raise CorruptInput("xz", offset(), "truncated: the stream ends before its footer")
+def _streams(
+    kind: str,
+    make: Callable[[], Any],
+    errors: tuple[type[Exception], ...],
+    padding: bytes,
+    last: str,
+) -> Callable[[Iterator[bytes], Callable[[], int]], Iterator[bytes]]:
+    """A decoder of ``kind`` streams one after the other (``make()``: a fresh decompressor
+    with ``decompress(data, max_length)``, ``needs_input``, ``eof`` and ``unused_data``, as
+    lzma's and bz2's; ``padding``: a byte allowed between streams; ``last``: what a stream
+    ends with, for the message of a truncated one)."""
+
+    def decode(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
+        decoder = make()
+        started = False
+        for data in raw:
+            while data or (started and not decoder.needs_input and not decoder.eof):
+                try:
+                    out = decoder.decompress(data, INFLATED_BYTES)
+                except errors as exc:
+                    raise CorruptInput(kind, offset(), str(exc)) from None
+                started, data = True, b""
+                if out:
+                    yield out
+                if decoder.eof:
+                    data = decoder.unused_data.lstrip(padding)
+                    decoder = make()
+                    started = bool(data)
+        if started:
+            raise CorruptInput(kind, offset(), f"truncated: the stream ends before its {last}")
+
+    return decode
+
+
+_xz = _streams("xz", lzma.LZMADecompressor, (lzma.LZMAError,), b"\x00", "footer")
+"""xz streams one after the other (stream padding of zero bytes is allowed)."""
+_bzip2 = _streams("bzip2", bz2.BZ2Decompressor, (OSError, ValueError), b"", "end-of-stream marker")
+"""bzip2 streams one after the other (``pbzip2`` and ``cat a.bz2 b.bz2`` write several)."""
 
 
 def _zstd(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
@@ -238,6 +262,7 @@ def _zstd(raw: Iterator[bytes], offset: Callable[[], int]) -> Iterator[bytes]:
 _DECODERS: dict[str, Callable[[Iterator[bytes], Callable[[], int]], Iterator[bytes]]] = {
     "gzip": _gzip,
     "xz": _xz,
+    "bzip2": _bzip2,
     "zstd": _zstd,
 }
 
