@@ -3,6 +3,7 @@
 built per call.
 
     .venv/bin/python benchmarks/bench_e2e.py [--exits N] [--repeat R] [--era NAME ...]
+        [--trace FILE ...]
 
 Per era (``bench_readers.generate``: synthetic lines in each published format, every exit
 followed by its ``kvm_entry`` line), plain and gzip, side by side in one run, alternating,
@@ -23,7 +24,9 @@ followed by its ``kvm_entry`` line), plain and gzip, side by side in one run, al
 - ``transport``: the same batches built once before the clock, only serialized per call: what
   the transport alone carries (stricter than the issue's ceiling; reported, no target).
 
-Ratios are medians of the per-round ratios. Targets: replay >= 0.5 of partition and >= 0.5 of
+``--trace FILE`` (repeatable) measures your own plain-text traces instead of the generated ones
+(each with a gzip copy made for the run; the exits are the reader's count, the ceiling sends as
+many). Ratios are medians of the per-round ratios. Targets: replay >= 0.5 of partition and >= 0.5 of
 the ceiling. Prints a table and one JSON line.
 """
 
@@ -38,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -46,13 +49,15 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_grpc_ceiling import _SINK_SERVER, METHOD, ack_size
 from bench_readers import ERAS as READER_ERAS
-from bench_readers import _partition, _reader, generate
+from bench_readers import _partition, generate
 
 from vmxsim.v1 import vmxsim_pb2 as pb
 from vmxsim_client.client import CHANNEL_OPTIONS, DEFAULT_BATCH_SIZE
 from vmxsim_client.load.local_servers import local_servers
+from vmxsim_client.traces import open_trace
 from vmxsim_client.wire import exit_batches
 from vmxsim_server.vmx.mixes import load_mix, synthesize
+from vmxsim_server.vmx.records import ExitRecord
 
 VMXSIM = str(Path(sys.executable).with_name("vmxsim"))
 ERAS = tuple(READER_ERAS)
@@ -108,35 +113,41 @@ def main() -> int:
     parser.add_argument("--exits", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--era", action="append", choices=ERAS, help="default: all")
+    parser.add_argument(
+        "--trace", action="append", type=Path, metavar="FILE",
+        help="a plain-text trace of your own instead of the generated ones (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
-    records = list(synthesize(load_mix("linux-boot"), args.exits, seed=0))
-    batches = list(exit_batches(records, DEFAULT_BATCH_SIZE))
-    sink = Sink(ack_size(records, DEFAULT_BATCH_SIZE))
+    for path in args.trace or ():
+        if not path.is_file() or path.suffix == ".gz":
+            parser.error(f"--trace {path}: not a plain-text trace file")
+    sink = Sink(ack_size(_records(args.exits), DEFAULT_BATCH_SIZE))
     rows = []
     with tempfile.TemporaryDirectory() as tmp, local_servers(1) as (server,):
-        for era in args.era or ERAS:
-            plain = Path(tmp) / f"{era}.trace"
-            generate(plain, era, args.exits)
-            packed = plain.with_suffix(".trace.gz")
+        for label, plain, exits in _sources(args, Path(tmp)):
+            packed = Path(tmp) / f"{plain.name}.gz"
             with plain.open("rb") as source, gzip.open(packed, "wb", compresslevel=1) as out:
                 shutil.copyfileobj(source, out)
+            records = _records(exits)
+            batches = list(exit_batches(records, DEFAULT_BATCH_SIZE))
             for path in (plain, packed):
                 paths: dict[str, Callable[[], object]] = {
                     "partition": lambda p=path: _partition(p),
-                    "reader": lambda p=path: _reader(p),
-                    "ceiling": lambda: sink.send(
-                        exit_batches(records, DEFAULT_BATCH_SIZE), len(batches)
+                    "reader": lambda p=path: _count(p),
+                    "ceiling": lambda r=records, b=batches: sink.send(
+                        exit_batches(r, DEFAULT_BATCH_SIZE), len(b)
                     ),
-                    "transport": lambda: sink.send(batches, len(batches)),
-                    "remote": lambda p=path: replay(p, args.exits, server.address),
-                    "embedded": lambda p=path: replay(p, args.exits, None),
+                    "transport": lambda b=batches: sink.send(b, len(b)),
+                    "remote": lambda p=path, n=exits: replay(p, n, server.address),
+                    "embedded": lambda p=path, n=exits: replay(p, n, None),
                 }
                 rounds = [{name: _timed(work) for name, work in paths.items()}
                           for _ in range(args.repeat)]  # fmt: skip
-                rows.append(_row(era, path.suffix == ".gz", rounds, args.exits))
+                rows.append(_row(label, path.suffix == ".gz", rounds, exits))
     sink.close()
-    print(f"{args.exits:,} exits per trace (+ as many kvm_entry lines), median of {args.repeat}, "
-          f"batches of {DEFAULT_BATCH_SIZE:,}")  # fmt: skip
+    per_trace = f"{args.exits:,} exits per trace (+ as many kvm_entry lines)"
+    what = "your traces" if args.trace else per_trace
+    print(f"{what}, median of {args.repeat}, batches of {DEFAULT_BATCH_SIZE:,}")
     head = (
         ("partition/s", 12),
         ("reader/s", 11),
@@ -161,8 +172,33 @@ def main() -> int:
         print(f"{r['trace']:<22} vs transport: remote {r['remote_vs_transport']:.3f}, embedded "
               f"{r['embedded_vs_transport']:.3f}")  # fmt: skip
     print(json.dumps({"benchmark": "e2e", "exits": args.exits, "repeat": args.repeat,
-                      "rows": rows, "target_met": met}))  # fmt: skip
+                      "traces": [str(p) for p in args.trace or ()], "rows": rows,
+                      "target_met": met}))  # fmt: skip
     return 0
+
+
+def _records(exits: int) -> list[ExitRecord]:
+    """The ceiling's exits: ``exits`` of linux-boot's mix, in memory."""
+    return list(synthesize(load_mix("linux-boot"), exits, seed=0))
+
+
+def _sources(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, Path, int]]:
+    """(label, plain trace, exits): the --trace files, else one generated trace per era."""
+    for path in args.trace or ():
+        yield path.name[:22], path, _count(path)
+    if args.trace:
+        return
+    for era in args.era or ERAS:
+        plain = tmp / f"{era}.trace"
+        generate(plain, era, args.exits)
+        yield era, plain, args.exits
+
+
+def _count(path: Path) -> int:
+    """The exits the reader yields (what a replay sends), in batches of 4,096 as bench_readers
+    reads; a trace of your own may have lines the reader skips."""
+    with open_trace(path) as reader:
+        return sum(len(batch) for batch in reader.batches(4096))
 
 
 def _row(era: str, gz: bool, rounds: list[dict[str, float]], exits: int) -> dict[str, object]:
