@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from vmxsim_server.vmx.capabilities import Capabilities
 from vmxsim_server.vmx.capability_file import (
     MAXPHYADDR,
     CapabilityFileError,
-    capabilities_from,
     parse_capability_file,
 )
+from vmxsim_server.vmx.capability_msrs import with_msrs
 from vmxsim_server.vmx.dumps import MAX_DUMP_BYTES, DumpError, DumpTooLarge, read_dumps
 from vmxsim_server.vmx.dumps.qemu import qemu_access_rights
 
@@ -289,7 +290,7 @@ def test_rdmsr_session_names_and_values() -> None:
     )
     assert msrs == {0x480: 0xDA040000000012, 0x48B: 0x133E00000000, 0x48C: 0xF0106734141,
                     0x485: 0x7004C1E7, MAXPHYADDR: 39}  # fmt: skip
-    assert capabilities_from(msrs).maxphyaddr == 39
+    assert with_msrs(Capabilities(), msrs).maxphyaddr == 39
 
 
 def test_toml_and_json_capabilities() -> None:

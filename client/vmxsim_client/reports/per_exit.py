@@ -25,7 +25,14 @@ from typing import Any
 from vmxsim_server.vmx.records import ExitBatch, ExitRecord
 from vmxsim_server.vmx.summary import reason_name
 
-__all__ = ["MAX_IN_FLIGHT", "ExitTap", "JoinedBatch", "RecordedComparison", "reason_label"]
+__all__ = [
+    "MAX_IN_FLIGHT",
+    "ExitTap",
+    "JoinedBatch",
+    "RecordedComparison",
+    "has_recorded",
+    "reason_label",
+]
 
 MAX_IN_FLIGHT = 8
 """Batches to let a replay send ahead of their acknowledgement when they are tapped
@@ -89,6 +96,12 @@ def reason_label(number: int) -> str:
     return name
 
 
+def has_recorded(source: Any) -> bool:
+    """Whether an exit source is a HAXM log with recorded counters per exit (its reader
+    appends them to ``recorded`` as it reads)."""
+    return isinstance(getattr(source, "recorded", None), list)
+
+
 class ExitTap:
     """An exit source for ``Client.replay`` that remembers what it sent until it is answered.
 
@@ -118,7 +131,7 @@ class ExitTap:
     @property
     def has_recorded(self) -> bool:
         """Whether the source is a HAXM log with recorded counters per exit."""
-        return isinstance(getattr(self.source, "recorded", None), list)
+        return has_recorded(self.source)
 
     def _source_batches(
         self, size: int

@@ -239,6 +239,5 @@ scan: Scan
 new_memo: Callable[[], object]
 """A reader's memo for :data:`scan` (the C extension's table of looked-up strings)."""
 columns: Callable[[bytes | bytearray, bytes | bytearray, int], Columns]
-"""A batch's columns from the packed records (``_scan.columns``: transposed without the
-interpreter lock; or :func:`columns_of`)."""
+"""A batch's columns from the packed records (``_scan.columns``, or :func:`columns_of`)."""
 scan, new_memo, columns = _NATIVE or (scan_chunk, _no_memo, columns_of)

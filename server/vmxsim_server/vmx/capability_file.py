@@ -7,8 +7,8 @@ Accepted, one MSR per line or as one document:
   (``IA32_VMX_BASIC``, also without ``IA32_``) or index (``0x480``); bare values are hex;
 - a TOML or JSON table of the same names to numbers (or strings of numbers).
 ``MAXPHYADDR`` (CPUID.80000008H:EAX[7:0], not an MSR) and ``IA32_FEATURE_CONTROL`` (0x3a) may be
-given too. ``parse_capability_file`` returns the MSR values by index; ``capabilities_from``
-builds the core's Capabilities from them (``Capabilities.from_msrs``).
+given too. ``parse_capability_file`` returns the MSR values by index;
+``capability_msrs.with_msrs`` applies them to a vCPU's Capabilities and checks them.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from .capabilities import MSR_NAMES, Capabilities
+from .capabilities import MSR_NAMES
 from .exceptions import InvalidArgument
 
 __all__ = [
     "FEATURE_CONTROL",
     "MAXPHYADDR",
     "CapabilityFileError",
-    "capabilities_from",
     "msr_index",
     "parse_capability_file",
 ]
@@ -123,20 +122,3 @@ def parse_capability_file(text: str) -> dict[int, int]:
     if not msrs:
         raise CapabilityFileError("capabilities: the file names no IA32_VMX_* MSR")
     return msrs
-
-
-def capabilities_from(msrs: Mapping[int, int]) -> Capabilities:
-    """The Capabilities of these MSR values (those not given keep their defaults)."""
-    unknown = sorted(set(msrs) - set(MSR_NAMES) - {FEATURE_CONTROL, MAXPHYADDR})
-    if unknown:
-        raise CapabilityFileError(f"capabilities: MSR {unknown[0]:#x} is not an IA32_VMX_* MSR")
-    vmx = {index: value for index, value in msrs.items() if index in MSR_NAMES}
-    changes: dict[str, object] = {}
-    if FEATURE_CONTROL in msrs:
-        changes["feature_control"] = msrs[FEATURE_CONTROL]
-    if MAXPHYADDR in msrs:
-        changes["maxphyaddr"] = msrs[MAXPHYADDR]
-    try:
-        return Capabilities.from_msrs(vmx, **changes)
-    except (TypeError, ValueError) as exc:
-        raise CapabilityFileError(f"capabilities: {exc}") from None
